@@ -1,0 +1,63 @@
+# metalctl: `make demo` and `make test` do everything on a fresh Debian machine (as root).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+DEMO ?= demo
+PYTHON ?= python3
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup host venv lint test test-unit test-e2e demo demo-down bench clean
+
+help:
+	@echo "make demo       set up the host, build a 4-node lab, deploy a swarm, show docker node ls"
+	@echo "make test       lint + type checks + unit, integration and e2e tests"
+	@echo "make demo-down  remove the demo lab"
+	@echo "make bench      run the benchmarks in bench/ (prints figures)"
+
+setup: host venv
+
+host:
+	bash scripts/setup-host.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+lint: venv
+	$(BIN)/ruff check metalctl tests bench
+	$(BIN)/ruff format --check metalctl tests bench
+	$(BIN)/mypy
+	$(BIN)/yamllint -s roles workloads inventories
+	$(BIN)/ansible-lint roles workloads/swarm/playbook.yml
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit tests/integration
+
+test-e2e: setup
+	$(BIN)/pytest -q -m e2e tests/e2e
+
+test: setup lint
+	$(BIN)/pytest -q -rs tests
+
+demo: setup
+	$(BIN)/metalctl lab up --name $(DEMO) --nodes 4 --managers 3
+	$(BIN)/metalctl deploy swarm --cluster $(DEMO)
+	$(BIN)/metalctl swarm env --cluster $(DEMO)
+	eval "$$($(BIN)/metalctl swarm env --cluster $(DEMO))" && docker node ls
+	@echo
+	@echo 'Your turn:  eval "$$(.venv/bin/metalctl swarm env --cluster $(DEMO))"; docker node ls'
+	@echo 'Clean up:   make demo-down'
+
+demo-down: venv
+	$(BIN)/metalctl lab down --name $(DEMO)
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,58 @@
+"""`metalctl deploy swarm` wall time on 1, 3 and 6 nodes (fresh lab each run), the 6/1 ratio,
+the idempotent re-run time, and the peak RSS of the metalctl process during a deploy.
+
+Usage: python bench/bench_deploy.py [--runs 3] [--sizes 1,3,6]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import fmt, median, private_home, run
+
+
+def one(home, name: str, nodes: int) -> tuple[float, float, float, float]:  # type: ignore[no-untyped-def]
+    managers = 3 if nodes >= 3 else 1
+    run(home, "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers))
+    try:
+        first = run(home, "deploy", "swarm", "-c", name, "-q")
+        again = run(home, "deploy", "swarm", "-c", name, "-q")
+    finally:
+        run(home, "lab", "down", "--name", name)
+    return first.seconds, again.seconds, first.peak_rss_mib, again.peak_rss_mib
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sizes", default="1,3,6")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    home = private_home()
+    results: dict[int, tuple[list[float], list[float], list[float]]] = {}
+    for n in sizes:
+        firsts, agains, rss = [], [], []
+        for i in range(args.runs):
+            f, a, r1, r2 = one(home, f"bench{n}x{i}", n)
+            firsts.append(f)
+            agains.append(a)
+            rss.append(max(r1, r2))
+            print(
+                f"  {n} nodes run {i + 1}: deploy {f:.1f}s, re-run {a:.1f}s, "
+                f"peak RSS {max(r1, r2):.0f} MiB",
+                flush=True,
+            )
+        results[n] = (firsts, agains, rss)
+    print("\ndeploy swarm (fresh lab nodes; includes apt installs inside the nodes)")
+    for n, (firsts, agains, rss) in results.items():
+        print(
+            f"  {n} node(s): deploy {fmt(firsts)}; idempotent re-run {fmt(agains)}; "
+            f"metalctl peak RSS median {median(rss):.0f} MiB"
+        )
+    if 1 in results and 6 in results:
+        ratio = median(results[6][0]) / median(results[1][0])
+        print(f"  ratio 6/1 nodes (deploy medians): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""`metalctl deploy WORKLOAD`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options
+from metalctl.cli.format import OUTPUT_OPTION, emit
+from metalctl.cli.progress import ConsoleProgress
+from metalctl.deploy.apply import DeployOptions, deploy
+from metalctl.store import Store
+
+
+@click.group("deploy")
+def deploy_group() -> None:
+    """Run a workload (a set of Ansible roles) on a cluster's ready nodes."""
+
+
+@deploy_group.command("swarm")
+@CLUSTER_OPTION
+@FILE_OPTION
+@click.option(
+    "--ssh-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for each node's SSH port.",
+)
+@click.option(
+    "--swarm-timeout",
+    default=180.0,
+    show_default=True,
+    help="Seconds to wait for every node to be Ready in the swarm.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@OUTPUT_OPTION
+def deploy_swarm_cmd(
+    cluster: str | None,
+    spec_file: Path | None,
+    ssh_timeout: float,
+    swarm_timeout: float,
+    quiet: bool,
+    output: str,
+) -> None:
+    """Install Docker (mutual TLS on 2376), a Consul cluster and a Swarm.
+
+    Roles, in order: ready_state, docker, consul, swarm. Re-running is idempotent
+    (changed=0 on every host). Each run's Ansible artifacts are kept under
+    $METALCTL_HOME/clusters/NAME/runs/.
+    """
+    store = Store()
+    spec = cluster_from_options(store, cluster, spec_file)
+    progress = ConsoleProgress(quiet=quiet)
+    try:
+        result = deploy(
+            store,
+            spec,
+            "swarm",
+            DeployOptions(ssh_timeout=ssh_timeout, swarm_timeout=swarm_timeout),
+            progress,
+        )
+    finally:
+        progress.stop()
+    rows = [{"host": h, "changed": c} for h, c in sorted(result.changed.items())]
+    emit(
+        output,
+        result,
+        [("HOST", "host"), ("CHANGED", "changed")],
+        title=f"swarm deployed on {spec.name} (artifacts: {result.run_dir})",
+        rows=rows,
+    )

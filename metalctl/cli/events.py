@@ -1,0 +1,42 @@
+"""`metalctl events`: the cluster's event log."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from metalctl.cli.format import OUTPUT_OPTION, emit
+from metalctl.store import Store
+
+
+@click.command("events")
+@click.option("--cluster", "-c", metavar="NAME", required=True)
+@click.option("--limit", default=200, show_default=True, help="Newest N events.")
+@OUTPUT_OPTION
+def events_cmd(cluster: str, limit: int, output: str) -> None:
+    """Show the cluster's events: state changes with who, when and why."""
+    events = Store().list_events(cluster, limit)
+    rows = [
+        {
+            "time": dt.datetime.fromtimestamp(e.ts).isoformat(timespec="seconds"),
+            "node": e.node or "",
+            "kind": e.kind,
+            "change": f"{e.from_state or ''} -> {e.to_state}" if e.to_state else "",
+            "reason": e.reason,
+            "actor": e.actor,
+        }
+        for e in events
+    ]
+    emit(
+        output,
+        events,
+        [
+            ("TIME", "time"),
+            ("NODE", "node"),
+            ("KIND", "kind"),
+            ("CHANGE", "change"),
+            ("REASON", "reason"),
+        ],
+        rows=rows,
+    )

@@ -1,0 +1,1 @@
+"""Deploying workloads: workload loading, phases, inventory rendering and ansible-runner."""

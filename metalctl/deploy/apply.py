@@ -1,0 +1,232 @@
+"""`metalctl deploy WORKLOAD`: the ordered phases that take ready nodes to a working cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from metalctl import lifecycle
+from metalctl.cluster_access import ACCESS_ERRORS, docker_for
+from metalctl.deploy.inventory import ConsulSource, render_inventory
+from metalctl.deploy.phases import ApplyReport, Phase, apply
+from metalctl.deploy.runner import PlayResult, TaskEvent, new_run_dir, run_playbook
+from metalctl.deploy.workload import Workload, load_workload
+from metalctl.errors import ConflictError, DeployError, HostSetupError, MetalctlError
+from metalctl.paths import ClusterPaths, metalctl_home
+from metalctl.pki import ensure_cluster_pki, ensure_cluster_secrets
+from metalctl.spec import ClusterSpec
+from metalctl.sshkeys import ensure_ssh_key
+from metalctl.store import Store
+from metalctl.wait import wait_for
+
+DEPLOYABLE = {lifecycle.READY, lifecycle.ACTIVE, lifecycle.FAILED, lifecycle.DEPLOYING}
+
+
+class DeployProgress(Protocol):
+    def phase_started(self, title: str) -> None: ...
+
+    def phase_done(self, title: str, seconds: float) -> None: ...
+
+    def task(self, event: TaskEvent) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    ssh_timeout: float = 60.0
+    swarm_timeout: float = 180.0
+
+
+@dataclass
+class DeployResult:
+    cluster: str
+    workload: str
+    run_dir: Path | None = None
+    changed: dict[str, int] = field(default_factory=dict)
+    report: ApplyReport | None = None
+
+
+@dataclass
+class _Ctx:
+    store: Store
+    spec: ClusterSpec
+    paths: ClusterPaths
+    workload: Workload
+    options: DeployOptions
+    progress: DeployProgress | None
+    ssh_key: Path | None = None
+    consul: ConsulSource | None = None
+    play: PlayResult | None = None
+    run_dir: Path | None = None
+
+
+def deploy(
+    store: Store,
+    spec: ClusterSpec,
+    workload_name: str = "swarm",
+    options: DeployOptions | None = None,
+    progress: DeployProgress | None = None,
+) -> DeployResult:
+    ctx = _Ctx(
+        store,
+        spec,
+        ClusterPaths.for_cluster(spec.name),
+        load_workload(workload_name),
+        options or DeployOptions(),
+        progress,
+    )
+    phases: list[Phase[_Ctx]] = [
+        Phase("check nodes", _check_nodes, prepare=_check_states),
+        Phase("prepare PKI and secrets", _prepare_pki, prepare=_check_consul_source),
+        Phase("mark nodes deploying", _mark_deploying),
+        Phase("run workload roles", _run_roles),
+        Phase("verify swarm", _verify_swarm),
+        Phase("mark nodes active", _mark_active),
+    ]
+    try:
+        report = apply(phases, ctx, progress)
+    except DeployError as exc:
+        _mark_failed(ctx, exc)
+        raise
+    result = DeployResult(spec.name, workload_name, ctx.run_dir, report=report)
+    if ctx.play:
+        # Ansible's stats list only hosts with a non-zero count; report every node.
+        result.changed = {n: ctx.play.changed.get(n, 0) for n in _names(ctx)}
+    return result
+
+
+def _names(ctx: _Ctx) -> list[str]:
+    return [n.name for n in ctx.spec.nodes]
+
+
+def _check_states(ctx: _Ctx) -> None:
+    for node in ctx.store.list_nodes(ctx.spec.name):
+        if node.name in _names(ctx) and node.state not in DEPLOYABLE:
+            raise ConflictError(
+                f"node {node.name} is '{node.state}', not ready for a deploy",
+                hint="only ready, active or failed nodes can be deployed",
+            )
+
+
+def _check_consul_source(ctx: _Ctx) -> None:
+    cs = ctx.spec.spec.consul
+    if cs.binary is not None:
+        ctx.consul = ConsulSource(url=cs.binary.url, sha256=cs.binary.sha256)
+        return
+    cached = metalctl_home() / "artifacts" / "consul" / cs.version / "consul"
+    if not cached.exists():
+        raise HostSetupError(
+            f"no Consul {cs.version} binary in the artifact cache ({cached}) and "
+            "spec.consul.binary gives no URL",
+            hint="run 'make setup' (fetches it), or set spec.consul.binary.url and .sha256",
+        )
+    ctx.consul = ConsulSource(src=cached)
+
+
+def _check_nodes(ctx: _Ctx) -> None:
+    """Fail early, per node, when SSH is not answering (rather than deep inside Ansible)."""
+    for node in ctx.spec.nodes:
+        wait_for(
+            functools.partial(_tcp_open, node.address, node.ssh.port),
+            what=f"node {node.name}: SSH on {node.address}:{node.ssh.port}",
+            timeout=ctx.options.ssh_timeout,
+            interval=1.0,
+            hint="is the machine up? for a lab: 'metalctl lab status --name CLUSTER'",
+        )
+
+
+def _prepare_pki(ctx: _Ctx) -> None:
+    ensure_cluster_pki(ctx.paths, ctx.spec)
+    ensure_cluster_secrets(ctx.paths, ctx.spec)
+    ctx.ssh_key = ensure_ssh_key()
+
+
+def _mark_deploying(ctx: _Ctx) -> None:
+    lifecycle.transition(
+        ctx.store,
+        ctx.spec.name,
+        _names(ctx),
+        lifecycle.DEPLOYING,
+        f"deploy {ctx.workload.name} started",
+    )
+
+
+def _run_roles(ctx: _Ctx) -> None:
+    assert ctx.ssh_key is not None and ctx.consul is not None
+    ctx.run_dir = new_run_dir(ctx.paths.runs, ctx.workload.name)
+    on_task: Callable[[TaskEvent], None] | None = ctx.progress.task if ctx.progress else None
+    ctx.play = run_playbook(
+        run_dir=ctx.run_dir,
+        project_dir=ctx.workload.directory,
+        playbook=ctx.workload.playbook,
+        roles_path=ctx.workload.roles_path,
+        inventory=render_inventory(ctx.spec, ctx.paths, ctx.ssh_key, ctx.consul),
+        known_hosts=ctx.paths.known_hosts,
+        phase="run workload roles",
+        on_task=on_task,
+        forks=max(5, min(len(ctx.spec.nodes), 25)),
+    )
+
+
+def _verify_swarm(ctx: _Ctx) -> None:
+    want = {n.name for n in ctx.spec.nodes}
+    master = ctx.spec.spec.swarm.master
+
+    def all_ready() -> bool:
+        client = docker_for(ctx.spec, ctx.paths, timeout=10)
+        try:
+            ready = {
+                n["Description"]["Hostname"]
+                for n in client.api.nodes()
+                if n["Status"]["State"] == "ready"
+            }
+        finally:
+            client.close()
+        return want <= ready
+
+    try:
+        wait_for(
+            all_ready,
+            what=f"swarm on {master}: all {len(want)} nodes Ready",
+            timeout=ctx.options.swarm_timeout,
+            interval=2.0,
+        )
+    except ACCESS_ERRORS as exc:  # pragma: no cover - wait_for swallows probe errors
+        raise DeployError("verify swarm", str(exc), host=master) from exc
+
+
+def _mark_active(ctx: _Ctx) -> None:
+    lifecycle.transition(
+        ctx.store,
+        ctx.spec.name,
+        _names(ctx),
+        lifecycle.ACTIVE,
+        f"deploy {ctx.workload.name} finished",
+    )
+
+
+def _mark_failed(ctx: _Ctx, exc: DeployError) -> None:
+    deploying = [
+        n.name for n in ctx.store.list_nodes(ctx.spec.name) if n.state == lifecycle.DEPLOYING
+    ]
+    if not deploying:
+        return
+    # The original deploy error is the one worth reporting; don't mask it.
+    with contextlib.suppress(MetalctlError):
+        lifecycle.transition(
+            ctx.store,
+            ctx.spec.name,
+            deploying,
+            lifecycle.FAILED,
+            f"deploy {ctx.workload.name} failed",
+            error=exc.message,
+        )
+
+
+def _tcp_open(address: str, port: int) -> bool:
+    with socket.create_connection((address, port), timeout=2):
+        return True

@@ -1,0 +1,89 @@
+"""Render the Ansible inventory of a cluster: the contract between metalctl and the roles.
+
+Secrets are never put into the inventory: the roles read them on the controller from
+the 0600 files whose paths are given here (``*_file`` / ``*_src`` variables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metalctl.paths import ClusterPaths
+from metalctl.pki import node_cert_paths, secret_paths
+from metalctl.spec import ClusterSpec
+
+
+@dataclass(frozen=True)
+class ConsulSource:
+    """Where the consul role gets its binary: a file on the admin host, or a URL + SHA-256."""
+
+    src: Path | None = None
+    url: str = ""
+    sha256: str = ""
+
+
+def render_inventory(
+    spec: ClusterSpec,
+    paths: ClusterPaths,
+    ssh_key: Path,
+    consul: ConsulSource,
+    limit: list[str] | None = None,
+) -> dict[str, Any]:
+    sw, cs = spec.spec.swarm, spec.spec.consul
+    wanted = [n for n in spec.nodes if limit is None or n.name in limit]
+    hosts: dict[str, Any] = {}
+    for node in wanted:
+        certs = node_cert_paths(paths, node.name)
+        hosts[node.name] = {
+            "ansible_host": node.address,
+            "ansible_user": node.ssh.user,
+            "ansible_port": node.ssh.port,
+            "ansible_ssh_private_key_file": str(ssh_key),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ready_state_hostname": node.name,
+            "docker_api_address": node.address,
+            "docker_tls_cert_src": str(certs.cert),
+            "docker_tls_key_src": str(certs.key),
+            "consul_server": node.name in cs.servers,
+            "consul_bind_address": node.address,
+            "consul_tls_cert_src": str(certs.cert),
+            "consul_tls_key_src": str(certs.key),
+            "swarm_role": spec.role_of(node.name),
+            "swarm_advertise_address": node.address,
+        }
+    secrets = secret_paths(paths)
+    ca = str(paths.pki / "ca.pem")
+    by_name = {n.name: n for n in spec.nodes}
+    group_vars: dict[str, Any] = {
+        "ready_state_hosts": [{"name": n.name, "address": n.address} for n in spec.nodes],
+        "ready_state_timezone": "UTC",
+        "docker_api_port": sw.docker_api_port,
+        "docker_tls_ca_src": ca,
+        "consul_datacenter": cs.datacenter,
+        "consul_version": cs.version,
+        "consul_binary_src": str(consul.src) if consul.src else "",
+        "consul_binary_url": consul.url,
+        "consul_binary_sha256": consul.sha256,
+        "consul_retry_join": [by_name[s].address for s in cs.servers],
+        "consul_bootstrap_expect": len(cs.servers),
+        "consul_tls_ca_src": ca,
+        "consul_gossip_key_file": str(secrets.gossip_key),
+        "consul_master_token_file": str(secrets.master_token),
+        "consul_acl_tokens_file": str(secrets.acl_tokens),
+        "swarm_master": sw.master,
+        "swarm_consul_service_name": "swarm-node",
+    }
+    names = set(hosts)
+    return {
+        "all": {
+            "hosts": hosts,
+            "vars": group_vars,
+            "children": {
+                "swarm_managers": {"hosts": {m: {} for m in sw.managers if m in names}},
+                "swarm_workers": {"hosts": {n: {} for n in hosts if n not in sw.managers}},
+                "consul_servers": {"hosts": {s: {} for s in cs.servers if s in names}},
+            },
+        }
+    }

@@ -1,0 +1,89 @@
+"""Where metalctl keeps its state on the admin host.
+
+$METALCTL_HOME/                      (default: $XDG_DATA_HOME/metalctl or ~/.local/share/metalctl)
+  metalctl.db                        SQLite inventory
+  ssh/id_ed25519[.pub]               metalctl's SSH key (0600)
+  artifacts/consul/VERSION/consul    cached binaries (+ .sha256)
+  clusters/NAME/cluster.yaml         the cluster's spec
+  clusters/NAME/pki/                 CA and per-node certs (keys 0600)
+  clusters/NAME/docker-client/       ca.pem cert.pem key.pem: DOCKER_CERT_PATH
+  clusters/NAME/secrets/             gossip key, Consul tokens (0600)
+  clusters/NAME/runs/RUN/            ansible-runner input and artifacts per run
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def metalctl_home() -> Path:
+    env = os.environ.get("METALCTL_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "metalctl"
+
+
+def project_root() -> Path:
+    """The folder holding roles/ and workloads/ (the source tree; metalctl is installed editable)."""
+    env = os.environ.get("METALCTL_SHARE")
+    return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a secret atomically with mode 0600 from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: str) -> None:
+    """Write a non-secret file atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    root: Path
+
+    @classmethod
+    def for_cluster(cls, name: str, home: Path | None = None) -> ClusterPaths:
+        return cls((home or metalctl_home()) / "clusters" / name)
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "cluster.yaml"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def docker_client(self) -> Path:
+        return self.root / "docker-client"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"

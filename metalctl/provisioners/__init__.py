@@ -1,0 +1,1 @@
+"""Provisioners: backends that bring machines to ready state (lab containers today)."""

@@ -1,0 +1,375 @@
+"""The lab provisioner: containers that behave like freshly installed machines.
+
+Each node is a container from the offline-built image (systemd as PID 1, sshd with
+metalctl's key, its own /var/lib/docker volume so the docker role can run a nested
+dockerd) on a dedicated bridge network with fixed addresses, so a stopped and
+restarted node comes back at the same address. Everything made is labelled
+``metalctl.lab=NAME`` so that ``lab down`` finds and removes all of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import ipaddress
+import shutil
+import socket
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import yaml
+
+from metalctl import lifecycle
+from metalctl.errors import ConflictError, HostSetupError, ProvisionError, SpecError, UsageError
+from metalctl.paths import ClusterPaths, write_public
+from metalctl.provisioners import lab_image
+from metalctl.spec import API_VERSION, ClusterSpec, parse_spec
+from metalctl.sshkeys import public_key
+from metalctl.store import Store
+from metalctl.wait import wait_for
+
+LABEL = "metalctl.lab"
+FIRST_HOST = 11  # node i gets .(10+i); .1 is the bridge, i.e. the admin host
+SUBNET_POOL = ipaddress.IPv4Network("172.30.0.0/16")
+SSH_WAIT_SECONDS = 120.0
+
+# Used when --privileged is refused (hosts whose bounding set lacks CAP_SYS_RESOURCE).
+_UNPRIVILEGED: dict[str, Any] = {
+    "cap_add": ["ALL"],
+    "cap_drop": ["SYS_RESOURCE"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    "device_cgroup_rules": ["a *:* rwm"],
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    address: str
+    container: str
+    state: str
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    name: str
+    network: str | None
+    subnet: str | None
+    nodes: list[LabNode]
+
+
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise HostSetupError(
+            f"cannot reach the Docker daemon on this host: {exc}",
+            hint="run 'make setup' (installs docker.io and starts dockerd)",
+        ) from exc
+    return client
+
+
+def network_name(lab: str) -> str:
+    return f"metalctl-lab-{lab}"
+
+
+def lab_up(
+    store: Store,
+    name: str,
+    nodes: int,
+    managers: int,
+    consul_servers: int | None = None,
+    progress: Progress | None = None,
+    ssh_timeout: float = SSH_WAIT_SECONDS,
+) -> ClusterSpec:
+    """Create (or complete) a lab and record its nodes as ready. Re-running is harmless."""
+    say = progress or (lambda _m: None)
+    lab_spec(name, nodes, managers, consul_servers, "172.30.0.0/24")  # validate flags first
+    _refuse_other_shapes(store, name, nodes)
+    client = docker_client()
+    image = lab_image.ensure_image(progress=say)
+    subnet = _ensure_network(client, name)
+    spec = lab_spec(name, nodes, managers, consul_servers, subnet)
+    key = public_key()
+    flags = _runtime_flags(client, image)
+    for node in spec.nodes:
+        say(f"starting node {node.name} at {node.address}")
+        _ensure_container(client, name, node.name, node.address, image, flags)
+    for node in spec.nodes:
+        container = client.containers.get(node.name)
+        _install_key(container, key)
+        wait_for(
+            functools.partial(_ssh_banner, node.address),
+            what=f"node {node.name}: sshd answering on {node.address}:22",
+            timeout=ssh_timeout,
+            interval=0.5,
+            abort=functools.partial(_exited, container),
+        )
+    paths = ClusterPaths.for_cluster(name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    # A new lab has new host keys: forget those of an earlier lab at the same addresses.
+    paths.known_hosts.unlink(missing_ok=True)
+    lifecycle.register_cluster(
+        store, spec, initial_state=lifecycle.READY, reason="lab node created"
+    )
+    write_public(paths.spec, spec.to_yaml())
+    return spec
+
+
+def lab_spec(
+    name: str, nodes: int, managers: int, consul_servers: int | None, subnet: str
+) -> ClusterSpec:
+    """The cluster spec of a lab: node i is NAME-i at .(10+i) of the lab subnet."""
+    if not 1 <= nodes <= 200:
+        raise UsageError(f"--nodes must be between 1 and 200, got {nodes}")
+    if managers > nodes:
+        raise UsageError(f"--managers {managers} is more than --nodes {nodes}")
+    servers = consul_servers if consul_servers is not None else min(managers, 3)
+    if servers > nodes:
+        raise UsageError(f"--consul-servers {servers} is more than --nodes {nodes}")
+    base = ipaddress.ip_network(subnet).network_address
+    names = [f"{name}-{i}" for i in range(1, nodes + 1)]
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {
+            "provisioner": "lab",
+            "nodes": [
+                {"name": n, "address": str(base + FIRST_HOST - 1 + i), "labels": {"lab": name}}
+                for i, n in enumerate(names, start=1)
+            ],
+            "swarm": {"master": names[0], "managers": names[:managers]},
+            "consul": {"servers": names[:servers]},
+        },
+    }
+    try:
+        return parse_spec(yaml.safe_dump(body), source=f"for lab '{name}'")
+    except SpecError as exc:
+        # Speak in the flags the user typed, not in spec fields.
+        flags = {
+            "spec.swarm.managers": "--managers",
+            "spec.consul.servers": "--consul-servers",
+            "metadata.name": "--name",
+        }
+        text = "; ".join(f"{flags.get(f, f)}: {m}" for f, m in exc.problems)
+        raise UsageError(text) from exc
+
+
+def _refuse_other_shapes(store: Store, name: str, nodes: int) -> None:
+    if name not in {c.name for c in store.list_clusters()}:
+        return
+    record = store.get_cluster(name)
+    if record.provisioner != "lab":
+        raise ConflictError(
+            f"cluster '{name}' exists and is not a lab", hint="choose another --name"
+        )
+    have = len(store.list_nodes(name))
+    if have != nodes:
+        raise ConflictError(
+            f"lab '{name}' exists with {have} nodes, not {nodes}",
+            hint=f"'metalctl lab down --name {name}' first, or use another --name",
+        )
+
+
+def lab_status(store: Store, name: str) -> LabStatus:
+    client = docker_client()
+    states = {n.name: n.state for n in store.list_nodes(name)}
+    containers = client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
+    if not containers and name not in states:
+        from metalctl.errors import NotFoundError
+
+        raise NotFoundError(
+            f"no lab named '{name}'", hint="'metalctl lab up --name NAME' makes one"
+        )
+    nodes = []
+    for c in sorted(containers, key=lambda c: _node_index(c.name)):
+        nets = c.attrs["NetworkSettings"]["Networks"]
+        addr = nets.get(network_name(name), {}).get("IPAddress") or c.labels.get(
+            "metalctl.address", ""
+        )
+        nodes.append(LabNode(c.name, addr, c.status, states.get(c.name, "unknown")))
+    subnet = None
+    try:
+        net = client.networks.get(network_name(name))
+        subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
+    except docker.errors.NotFound:
+        net = None
+    return LabStatus(name, net.name if net else None, subnet, nodes)
+
+
+def lab_down(store: Store, name: str, progress: Progress | None = None) -> list[str]:
+    """Remove every container, volume and network of the lab, then forget the cluster."""
+    say = progress or (lambda _m: None)
+    client = docker_client()
+    removed: list[str] = []
+    selector = {"label": f"{LABEL}={name}"}
+    for c in client.containers.list(all=True, filters=selector):
+        say(f"removing container {c.name}")
+        c.remove(force=True, v=True)
+        removed.append(f"container {c.name}")
+    for v in client.volumes.list(filters=selector):
+        v.remove(force=True)
+        removed.append(f"volume {v.name}")
+    for n in client.networks.list(filters=selector):
+        n.remove()
+        removed.append(f"network {n.name}")
+    if name in {c.name for c in store.list_clusters()}:
+        lifecycle.forget_cluster(store, name, reason="lab down")
+        removed.append(f"cluster {name} (store)")
+    paths = ClusterPaths.for_cluster(name)
+    if paths.root.exists():
+        shutil.rmtree(paths.root)
+        removed.append(f"state {paths.root}")
+    return removed
+
+
+# --- docker plumbing -------------------------------------------------------------------------
+
+
+def _ensure_network(client: docker.DockerClient, lab: str) -> str:
+    try:
+        net = client.networks.get(network_name(lab))
+        return str(net.attrs["IPAM"]["Config"][0]["Subnet"])
+    except docker.errors.NotFound:
+        pass
+    subnet = _free_subnet(client)
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
+    client.networks.create(network_name(lab), driver="bridge", ipam=ipam, labels={LABEL: lab})
+    return str(subnet)
+
+
+def _free_subnet(client: docker.DockerClient) -> ipaddress.IPv4Network:
+    """First /24 of 172.30.0.0/16 that no Docker network and no host route uses."""
+    used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for net in client.networks.list():
+        for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+            if cfg.get("Subnet"):
+                used.append(ipaddress.ip_network(cfg["Subnet"], strict=False))
+    used += _host_routes()
+    for candidate in SUBNET_POOL.subnets(new_prefix=24):
+        if not any(candidate.overlaps(u) for u in used if u.version == 4):
+            return candidate
+    raise ProvisionError(
+        "no free /24 left in 172.30.0.0/16 for a lab network",
+        hint="remove old labs with 'metalctl lab down'",
+    )
+
+
+def _host_routes() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    routes = []
+    try:
+        with open("/proc/net/route") as fh:
+            next(fh)
+            for line in fh:
+                fields = line.split()
+                dest = socket.inet_ntoa(int(fields[1], 16).to_bytes(4, "little"))
+                mask = socket.inet_ntoa(int(fields[7], 16).to_bytes(4, "little"))
+                if dest != "0.0.0.0":
+                    routes.append(ipaddress.ip_network(f"{dest}/{mask}", strict=False))
+    except OSError:
+        pass
+    return routes
+
+
+def _runtime_flags(client: docker.DockerClient, image: str) -> dict[str, Any]:
+    """--privileged where the host allows it, else the explicit capability set."""
+    probe = client.api.create_container(
+        image,
+        ["true"],
+        host_config=client.api.create_host_config(privileged=True),
+        labels={LABEL: "probe"},
+    )
+    try:
+        client.api.start(probe["Id"])
+        return {"privileged": True}
+    except docker.errors.APIError as exc:
+        if "caps" not in str(exc) and "operation not permitted" not in str(exc):
+            raise ProvisionError(f"cannot start a test container: {exc}") from exc
+        return dict(_UNPRIVILEGED)
+    finally:
+        client.api.remove_container(probe["Id"], force=True)
+
+
+def _ensure_container(
+    client: docker.DockerClient,
+    lab: str,
+    node: str,
+    address: str,
+    image: str,
+    flags: dict[str, Any],
+) -> None:
+    try:
+        container = client.containers.get(node)
+    except docker.errors.NotFound:
+        container = None
+    if container is not None:
+        if container.labels.get(LABEL) != lab:
+            raise ConflictError(
+                f"a container named '{node}' exists and is not part of lab '{lab}'",
+                hint="remove it or choose another --name",
+            )
+        if container.status != "running":
+            container.start()
+        return
+    volume = f"{node}-docker"
+    client.volumes.create(volume, labels={LABEL: lab})
+    endpoint = client.api.create_endpoint_config(ipv4_address=address)
+    networking = client.api.create_networking_config({network_name(lab): endpoint})
+    host_config = client.api.create_host_config(
+        tmpfs={"/run": "", "/run/lock": ""},
+        binds={
+            "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+            volume: {"bind": "/var/lib/docker", "mode": "rw"},
+        },
+        network_mode=network_name(lab),
+        restart_policy={"Name": "no"},
+        **flags,
+    )
+    created = client.api.create_container(
+        image,
+        name=node,
+        hostname=node,
+        labels={LABEL: lab, "metalctl.address": address},
+        stop_signal="SIGRTMIN+3",
+        host_config=host_config,
+        networking_config=networking,
+        environment={"container": "docker"},
+    )
+    client.api.start(created["Id"])
+
+
+def _install_key(container: Any, key: str) -> None:
+    buf = io.BytesIO()
+    data = key.encode()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("authorized_keys")
+        info.size, info.mode = len(data), 0o600
+        tar.addfile(info, io.BytesIO(data))
+    container.exec_run(["mkdir", "-p", "-m", "700", "/root/.ssh"])
+    if not container.put_archive("/root/.ssh", buf.getvalue()):
+        raise ProvisionError(f"could not install metalctl's SSH key on {container.name}")
+
+
+def _ssh_banner(address: str) -> bool:
+    with socket.create_connection((address, 22), timeout=2) as sock:
+        return sock.recv(8).startswith(b"SSH-")
+
+
+def _exited(container: Any) -> str | None:
+    container.reload()
+    if container.status in ("exited", "dead"):
+        return f"container {container.name} is {container.status}"
+    return None
+
+
+def _node_index(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

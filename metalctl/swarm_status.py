@@ -1,0 +1,124 @@
+"""`metalctl swarm status`: Swarm nodes and Consul members with quorum and fault tolerance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metalctl.cluster_access import ACCESS_ERRORS, consul_for, docker_for
+from metalctl.errors import ClusterAccessError
+from metalctl.paths import ClusterPaths
+from metalctl.spec import ClusterSpec
+
+
+@dataclass(frozen=True)
+class SwarmNode:
+    hostname: str
+    role: str
+    state: str
+    availability: str
+    manager_status: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ConsulMember:
+    name: str
+    address: str
+    status: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Raft arithmetic: a group of n voters needs n//2+1 and survives (n-1)//2 failures."""
+
+    voters: int
+    reachable: int
+
+    @property
+    def needed(self) -> int:
+        return self.voters // 2 + 1
+
+    @property
+    def fault_tolerance(self) -> int:
+        return max(0, (self.voters - 1) // 2)
+
+    @property
+    def has_quorum(self) -> bool:
+        return self.reachable >= self.needed
+
+
+@dataclass(frozen=True)
+class SwarmStatus:
+    cluster: str
+    master: str
+    swarm_nodes: list[SwarmNode]
+    consul_members: list[ConsulMember]
+    swarm_quorum: Quorum
+    consul_quorum: Quorum
+    consul_leader: str
+
+
+_CONSUL_STATUS = {1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+
+
+def swarm_status(spec: ClusterSpec, paths: ClusterPaths) -> SwarmStatus:
+    try:
+        client = docker_for(spec, paths, timeout=15)
+        raw_nodes = client.api.nodes()
+        client.close()
+    except ACCESS_ERRORS as exc:
+        raise ClusterAccessError(
+            f"cannot read the swarm from {spec.spec.swarm.master}: {exc}",
+            hint="is the cluster deployed? 'metalctl deploy swarm'",
+        ) from exc
+    nodes = [_swarm_node(n) for n in raw_nodes]
+    managers = [n for n in nodes if n.role == "manager"]
+    swarm_q = Quorum(
+        len(managers), sum(1 for n in managers if n.manager_status in ("leader", "reachable"))
+    )
+    try:
+        c = consul_for(spec, paths)
+        members = [
+            ConsulMember(
+                m["Name"],
+                m["Addr"],
+                _CONSUL_STATUS.get(m["Status"], str(m["Status"])),
+                "server" if m.get("Tags", {}).get("role") == "consul" else "client",
+            )
+            for m in c.agent.members()
+        ]
+        raft = c.operator.raft_config()
+        leader = c.status.leader()
+    except ACCESS_ERRORS as exc:
+        raise ClusterAccessError(
+            f"cannot read Consul on {spec.spec.consul.servers[0]}: {exc}"
+        ) from exc
+    voters = [s for s in raft.get("Servers", []) if s.get("Voter")]
+    alive = {m.name for m in members if m.status == "alive"}
+    consul_q = Quorum(len(voters), sum(1 for s in voters if s.get("Node") in alive))
+    return SwarmStatus(
+        cluster=spec.name,
+        master=spec.spec.swarm.master,
+        swarm_nodes=sorted(nodes, key=lambda n: n.hostname),
+        consul_members=sorted(members, key=lambda m: m.name),
+        swarm_quorum=swarm_q,
+        consul_quorum=consul_q,
+        consul_leader=next(
+            (m.name for m in members if leader and str(leader).startswith(m.address + ":")),
+            str(leader),
+        ),
+    )
+
+
+def _swarm_node(raw: dict) -> SwarmNode:  # type: ignore[type-arg]
+    manager = raw.get("ManagerStatus") or {}
+    mstatus = "leader" if manager.get("Leader") else manager.get("Reachability", "")
+    return SwarmNode(
+        hostname=raw["Description"]["Hostname"],
+        role=raw["Spec"]["Role"],
+        state=raw["Status"]["State"],
+        availability=raw["Spec"]["Availability"],
+        manager_status=mstatus,
+        address=raw["Status"].get("Addr", ""),
+    )

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Prepare the admin host for metalctl's lab: Debian packages, a running dockerd,
+# and Consul in the artifact cache. Idempotent: installs and starts only what is missing.
+set -euo pipefail
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+if [[ $(id -u) -ne 0 ]]; then
+  die "this needs root (it installs Debian packages and starts dockerd). Run: sudo make setup"
+fi
+command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian/Ubuntu admin hosts"
+
+packages=(docker.io debootstrap iproute2 iptables openssh-client ca-certificates curl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present"
+fi
+
+docker_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+if docker_up; then
+  say "dockerd running ($(docker version --format '{{.Server.Version}}'))"
+else
+  if [[ -d /run/systemd/system ]]; then
+    say "starting docker.service"
+    systemctl start docker
+  else
+    # No systemd as PID 1 (CI and build machines): run dockerd directly.
+    say "starting dockerd (log: /var/log/metalctl-dockerd.log)"
+    nohup /usr/sbin/dockerd >/var/log/metalctl-dockerd.log 2>&1 &
+  fi
+  for _ in $(seq 1 60); do docker_up && break; sleep 1; done
+  docker_up || die "dockerd did not answer within 60 s; see /var/log/metalctl-dockerd.log"
+  say "dockerd running"
+fi
+
+bash "$(dirname "$0")/fetch-consul.sh"
