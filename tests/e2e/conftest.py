@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,8 +27,8 @@ from metalctl.paths import metalctl_home
 class Lab:
     name: str
     home: Path
-    env: dict[str, str]
-    spec: dict  # type: ignore[type-arg]
+    env: dict[str, str] = field(repr=False)
+    spec: dict = field(repr=False)  # type: ignore[type-arg]
     deploy_seconds: float = 0.0
 
     def metalctl(

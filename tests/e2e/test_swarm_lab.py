@@ -71,8 +71,9 @@ def test_consul_denies_anonymous_requests(deployed_lab: Lab) -> None:
     token = deployed_lab.master_token()
     assert _consul(deployed_lab, "/v1/kv/e2e/probe", token, "PUT", "secret-value").json() is True
     try:
-        # Anonymous: the key is invisible, writes are refused, the catalog is empty.
-        assert _consul(deployed_lab, "/v1/kv/e2e/probe", None).status_code == 404
+        # Anonymous: reads and writes of the key are refused, the catalog is empty.
+        read = _consul(deployed_lab, "/v1/kv/e2e/probe?raw", None)
+        assert read.status_code == 403 and "secret-value" not in read.text
         denied = _consul(deployed_lab, "/v1/kv/e2e/probe", None, "PUT", "x")
         assert denied.status_code == 403 and "Permission denied" in denied.text
         assert _consul(deployed_lab, "/v1/catalog/nodes", None).json() == []
