@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from metalctl.cluster_access import ACCESS_ERRORS, consul_for, docker_for
 from metalctl.errors import ClusterAccessError
+from metalctl.membership import quorum
 from metalctl.paths import ClusterPaths
 from metalctl.spec import ClusterSpec
 
@@ -37,11 +38,11 @@ class Quorum:
 
     @property
     def needed(self) -> int:
-        return self.voters // 2 + 1
+        return quorum.needed(self.voters)
 
     @property
     def fault_tolerance(self) -> int:
-        return max(0, (self.voters - 1) // 2)
+        return quorum.fault_tolerance(self.voters)
 
     @property
     def has_quorum(self) -> bool:
