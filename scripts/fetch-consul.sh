@@ -41,5 +41,5 @@ dpkg-deb -x "$deb" "$work/x"
 mkdir -p "$dest"
 install -m 0755 "$work/x/usr/bin/consul" "$dest/consul"
 (cd "$dest" && sha256sum consul | cut -d' ' -f1 > consul.sha256)
-"$dest/consul" version | head -n1
+"$dest/consul" version >"$work/version" && head -n1 "$work/version"  # no pipe: SIGPIPE + pipefail
 echo "cached in $dest (sha256 $(cat "$dest/consul.sha256"))"

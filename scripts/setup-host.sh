@@ -14,7 +14,7 @@ command -v apt-get >/dev/null || die "apt-get not found: this script supports De
 packages=(docker.io debootstrap iproute2 iptables openssh-client ca-certificates curl)
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
   say "installing: ${missing[*]}"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from metalctl.clusters import load_cluster
-from metalctl.spec import ClusterSpec
-from metalctl.store import Store
+if TYPE_CHECKING:
+    from metalctl.spec import ClusterSpec
+    from metalctl.store import Store
 
 CLUSTER_OPTION = click.option(
     "--cluster",
@@ -28,4 +29,6 @@ FILE_OPTION = click.option(
 
 
 def cluster_from_options(store: Store, cluster: str | None, spec_file: Path | None) -> ClusterSpec:
+    from metalctl.clusters import load_cluster  # lazy: pydantic is slow to import
+
     return load_cluster(store, cluster, spec_file)

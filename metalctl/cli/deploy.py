@@ -9,8 +9,6 @@ import click
 from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
-from metalctl.deploy.apply import DeployOptions, deploy
-from metalctl.store import Store
 
 
 @click.group("deploy")
@@ -49,6 +47,11 @@ def deploy_swarm_cmd(
     (changed=0 on every host). Each run's Ansible artifacts are kept under
     $METALCTL_HOME/clusters/NAME/runs/.
     """
+    # Imported here, not at the top: they pull in ansible-runner and the Docker SDK, which
+    # would slow every other command (and --help) down.
+    from metalctl.deploy.apply import DeployOptions, deploy
+    from metalctl.store import Store
+
     store = Store()
     spec = cluster_from_options(store, cluster, spec_file)
     progress = ConsoleProgress(quiet=quiet)

@@ -6,7 +6,6 @@ import click
 
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
-from metalctl.provisioners import lab
 from metalctl.store import Store
 
 
@@ -40,6 +39,8 @@ def lab_up_cmd(
 ) -> None:
     """Create a lab of ready nodes and write its cluster spec. Re-running is harmless."""
     progress = ConsoleProgress()
+    from metalctl.provisioners import lab  # lazy: the Docker SDK is slow to import
+
     spec = lab.lab_up(Store(), name, nodes, managers, consul_servers, progress=progress.message)
     rows = [
         {
@@ -64,6 +65,8 @@ def lab_up_cmd(
 @OUTPUT_OPTION
 def lab_status_cmd(name: str, output: str) -> None:
     """Show the lab's containers, addresses and node states."""
+    from metalctl.provisioners import lab
+
     status = lab.lab_status(Store(), name)
     emit(
         output,
@@ -78,6 +81,8 @@ def lab_status_cmd(name: str, output: str) -> None:
 @click.option("--name", required=True, help="Lab name.")
 def lab_down_cmd(name: str) -> None:
     """Remove every container, volume and network of the lab, and forget the cluster."""
+    from metalctl.provisioners import lab
+
     removed = lab.lab_down(Store(), name, progress=ConsoleProgress().message)
     click.echo(
         f"lab {name}: removed {len(removed)} objects"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.status import Status
 
-from metalctl.deploy.runner import TaskEvent
+if TYPE_CHECKING:  # the runner module imports ansible-runner; keep --help fast
+    from metalctl.deploy.runner import TaskEvent
 
 
 class ConsoleProgress:

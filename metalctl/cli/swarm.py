@@ -9,10 +9,8 @@ from rich.console import Console
 
 from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options
 from metalctl.cli.format import OUTPUT_OPTION, emit
-from metalctl.cluster_access import docker_env
 from metalctl.paths import ClusterPaths
 from metalctl.store import Store
-from metalctl.swarm_status import swarm_status
 
 
 @click.group("swarm")
@@ -25,6 +23,8 @@ def swarm_group() -> None:
 @FILE_OPTION
 def swarm_env_cmd(cluster: str | None, spec_file: Path | None) -> None:
     """Print shell exports for the docker CLI: eval "$(metalctl swarm env -c NAME)"."""
+    from metalctl.cluster_access import docker_env  # lazy: Docker SDK and py-consul
+
     spec = cluster_from_options(Store(), cluster, spec_file)
     env = docker_env(spec, ClusterPaths.for_cluster(spec.name))
     for key, value in env.exports():
@@ -38,6 +38,8 @@ def swarm_env_cmd(cluster: str | None, spec_file: Path | None) -> None:
 @OUTPUT_OPTION
 def swarm_status_cmd(cluster: str | None, spec_file: Path | None, output: str) -> None:
     """Show Swarm nodes and Consul members, with quorum and fault tolerance of each."""
+    from metalctl.swarm_status import swarm_status  # lazy: Docker SDK and py-consul
+
     spec = cluster_from_options(Store(), cluster, spec_file)
     status = swarm_status(spec, ClusterPaths.for_cluster(spec.name))
     if output == "json":
