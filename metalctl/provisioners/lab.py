@@ -24,7 +24,14 @@ import docker.errors
 import yaml
 
 from metalctl import lifecycle
-from metalctl.errors import ConflictError, HostSetupError, ProvisionError, SpecError, UsageError
+from metalctl.errors import (
+    ConflictError,
+    HostSetupError,
+    NotFoundError,
+    ProvisionError,
+    SpecError,
+    UsageError,
+)
 from metalctl.paths import ClusterPaths, write_public
 from metalctl.provisioners import lab_image
 from metalctl.spec import API_VERSION, ClusterSpec, parse_spec
@@ -184,8 +191,6 @@ def lab_status(store: Store, name: str) -> LabStatus:
     states = {n.name: n.state for n in store.list_nodes(name)}
     containers = client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
     if not containers and name not in states:
-        from metalctl.errors import NotFoundError
-
         raise NotFoundError(
             f"no lab named '{name}'", hint="'metalctl lab up --name NAME' makes one"
         )
