@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import consul
@@ -12,6 +13,7 @@ import docker.tls
 import requests
 
 from metalctl.errors import ClusterAccessError
+from metalctl.membership.consul_api import ConsulEndpoint
 from metalctl.paths import ClusterPaths
 from metalctl.pki import read_master_token
 from metalctl.spec import ClusterSpec
@@ -44,12 +46,7 @@ def docker_for(
     spec: ClusterSpec, paths: ClusterPaths, node: str | None = None, timeout: int = 30
 ) -> docker.DockerClient:
     target = spec.node(node or spec.spec.swarm.master)
-    client_dir = paths.docker_client
-    tls = docker.tls.TLSConfig(
-        client_cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
-        ca_cert=str(client_dir / "ca.pem"),
-        verify=True,
-    )
+    tls = _tls(paths.docker_client)
     url = f"tcp://{target.address}:{spec.spec.swarm.docker_api_port}"
     try:
         # A fixed API version (Docker 20.10's; every engine since accepts it) avoids the
@@ -61,6 +58,42 @@ def docker_for(
     # the cluster CA only.
     client.api.trust_env = False
     return client
+
+
+def docker_api_at(
+    address: str, port: int, client_dir: Path, timeout: float = 15
+) -> docker.APIClient:
+    """A low-level Docker API client for one node's mutual-TLS endpoint (no network I/O yet)."""
+    url = f"tcp://{address}:{port}"
+    try:
+        api = docker.APIClient(
+            base_url=url, tls=_tls(client_dir), timeout=int(timeout), version=DOCKER_API
+        )
+    except docker.errors.DockerException as exc:
+        raise ClusterAccessError(f"cannot reach Docker at {url}: {exc}") from exc
+    api.trust_env = False  # only the cluster CA (see docker_for)
+    return api
+
+
+def _tls(client_dir: Path) -> docker.tls.TLSConfig:
+    """The admin client certificate, verified against the cluster CA only."""
+    return docker.tls.TLSConfig(
+        client_cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
+        ca_cert=str(client_dir / "ca.pem"),
+        verify=True,
+    )
+
+
+def consul_endpoint(spec: ClusterSpec, paths: ClusterPaths, node: str) -> ConsulEndpoint:
+    """The HTTPS API of ``node``'s Consul agent, with the admin client cert and the
+    management token (read from its 0600 file)."""
+    client_dir = paths.docker_client
+    return ConsulEndpoint(
+        url=f"https://{spec.node(node).address}:{CONSUL_HTTPS_PORT}",
+        token=read_master_token(paths),
+        ca=str(client_dir / "ca.pem"),
+        cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
+    )
 
 
 def consul_for(spec: ClusterSpec, paths: ClusterPaths, node: str | None = None) -> Any:

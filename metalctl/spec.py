@@ -40,6 +40,9 @@ class Node(_Model):
     address: str
     ssh: SSH = SSH()
     labels: dict[str, str] = Field(default_factory=dict)
+    # The role of a node added on day 2 ('metalctl nodes add'); the first deploy's
+    # managers are spec.swarm.managers (an odd count, for the quorum).
+    swarm_role: Literal["manager", "worker"] | None = Field(None, alias="swarmRole")
 
 
 class Swarm(_Model):
@@ -92,7 +95,15 @@ class ClusterSpec(_Model):
         raise KeyError(name)
 
     def role_of(self, name: str) -> str:
-        return "manager" if name in self.spec.swarm.managers else "worker"
+        if name in self.spec.swarm.managers:
+            return "manager"
+        return self.node(name).swarm_role or "worker"
+
+    def with_node(self, node: Node) -> ClusterSpec:
+        """A copy with one more node (validated like any spec)."""
+        data = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        data["spec"]["nodes"].append(node.model_dump(by_alias=True, exclude_none=True))
+        return parse_spec(yaml.safe_dump(data, sort_keys=False), source=f"cluster {self.name}")
 
     def to_yaml(self) -> str:
         data = self.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -158,6 +169,14 @@ def check_rules(spec: ClusterSpec) -> list[tuple[str, str]]:
                 f"'{sw.master}' is not in spec.swarm.managers; the master must be a manager",
             )
         )
+    for i, node in enumerate(spec.nodes):
+        if node.name in sw.managers and node.swarm_role == "worker":
+            problems.append(
+                (
+                    f"spec.nodes.{i}.swarmRole",
+                    f"'{node.name}' is in spec.swarm.managers; remove swarmRole or the listing",
+                )
+            )
     if sw.docker_api_port == PLAIN_DOCKER_PORT:
         problems.append(
             (

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metalctl.cluster_access import ACCESS_ERRORS, consul_for, docker_for
+from metalctl.cluster_access import ACCESS_ERRORS, consul_endpoint, consul_for, docker_for
 from metalctl.errors import ClusterAccessError
 from metalctl.membership import quorum
+from metalctl.membership.consul_api import ConsulApi
+from metalctl.membership.runtime import ControllerStatus, controller_status
+from metalctl.membership.swarm_api import hostname_of
 from metalctl.paths import ClusterPaths
 from metalctl.spec import ClusterSpec
 
@@ -58,6 +61,7 @@ class SwarmStatus:
     swarm_quorum: Quorum
     consul_quorum: Quorum
     consul_leader: str
+    controller: ControllerStatus
 
 
 _CONSUL_STATUS = {1: "alive", 2: "leaving", 3: "left", 4: "failed"}
@@ -91,6 +95,9 @@ def swarm_status(spec: ClusterSpec, paths: ClusterPaths) -> SwarmStatus:
         ]
         raft = c.operator.raft_config()
         leader = c.status.leader()
+        api = ConsulApi(consul_endpoint(spec, paths, spec.spec.consul.servers[0]))
+        controller = controller_status(api, spec.name)
+        api.close()
     except ACCESS_ERRORS as exc:
         raise ClusterAccessError(
             f"cannot read Consul on {spec.spec.consul.servers[0]}: {exc}"
@@ -109,6 +116,7 @@ def swarm_status(spec: ClusterSpec, paths: ClusterPaths) -> SwarmStatus:
             (m.name for m in members if leader and str(leader).startswith(m.address + ":")),
             str(leader),
         ),
+        controller=controller,
     )
 
 
@@ -116,7 +124,7 @@ def _swarm_node(raw: dict) -> SwarmNode:  # type: ignore[type-arg]
     manager = raw.get("ManagerStatus") or {}
     mstatus = "leader" if manager.get("Leader") else manager.get("Reachability", "")
     return SwarmNode(
-        hostname=raw["Description"]["Hostname"],
+        hostname=hostname_of(raw) or raw["ID"][:12],
         role=raw["Spec"]["Role"],
         state=raw["Status"]["State"],
         availability=raw["Spec"]["Availability"],

@@ -71,3 +71,107 @@ def nodes_show_cmd(name: str, cluster: str | None, output: str) -> None:
         {"field": "last_error", "value": node.last_error or ""},
     ] + [{"field": f"fact.{k}", "value": v} for k, v in node.facts.items()]
     emit(output, node, [("FIELD", "field"), ("VALUE", "value")], rows=rows)
+
+
+@nodes_group.command("add")
+@click.option("--cluster", "-c", metavar="NAME", required=True, help="The cluster to grow.")
+@click.option(
+    "--name",
+    metavar="NODE",
+    help="Lab: name of the new node (default CLUSTER-<next>). Otherwise: a ready node of "
+    "the cluster's spec.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["worker", "manager"]),
+    default="worker",
+    show_default=True,
+    help="Swarm role the node registers for in Consul.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the controller to join the node.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@OUTPUT_OPTION
+def nodes_add_cmd(
+    cluster: str, name: str | None, role: str, timeout: float, quiet: bool, output: str
+) -> None:
+    """Add a node: make it ready, run the roles on it alone, let the controller join it.
+
+    In a lab a new container node is created. The roles register the node in Consul as
+    swarm-node with its role; 'metalctl swarm reconcile' (which must be running) joins it.
+    This command issues no swarm join itself.
+    """
+    from metalctl.cli.progress import ConsoleProgress
+    from metalctl.clusters import load_cluster
+    from metalctl.membership.nodes import add_node
+
+    store = Store()
+    spec = load_cluster(store, cluster, None)
+    progress = ConsoleProgress(quiet=quiet)
+    try:
+        change = add_node(
+            store,
+            spec,
+            name=name,
+            role=role,
+            timeout=timeout,
+            say=progress.message,
+            progress=progress,
+        )
+    finally:
+        progress.stop()
+    emit(output, [change], _CHANGE_COLUMNS)
+
+
+@nodes_group.command("remove")
+@click.argument("name")
+@click.option("--cluster", "-c", metavar="NAME", required=True, help="The node's cluster.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove even when Swarm or Consul quorum arithmetic refuses it, or the node is dead.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for the controller to drain, leave and remove the node.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@OUTPUT_OPTION
+def nodes_remove_cmd(
+    name: str, cluster: str, force: bool, timeout: float, quiet: bool, output: str
+) -> None:
+    """Remove a node: deregister it from Consul; the controller drains and removes it.
+
+    A manager whose removal would break Swarm or Consul quorum (or spend its last spare
+    failure: 3 managers -> 2) is refused with the arithmetic, unless --force. The node
+    ends 'retired' in the store; a lab node's container is deleted.
+    """
+    from metalctl.cli.progress import ConsoleProgress
+    from metalctl.clusters import load_cluster
+    from metalctl.membership.nodes import remove_node
+
+    store = Store()
+    spec = load_cluster(store, cluster, None)
+    progress = ConsoleProgress(quiet=quiet)
+    try:
+        change = remove_node(store, spec, name, force=force, timeout=timeout, say=progress.message)
+    finally:
+        progress.stop()
+    emit(output, [change], _CHANGE_COLUMNS)
+
+
+_CHANGE_COLUMNS = [
+    ("CLUSTER", "cluster"),
+    ("NODE", "node"),
+    ("ROLE", "role"),
+    ("ADDRESS", "address"),
+    ("STATE", "state"),
+]

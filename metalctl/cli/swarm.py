@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -69,5 +70,118 @@ def swarm_status_cmd(cluster: str | None, spec_file: Path | None, output: str) -
         f"tolerates {cq.fault_tolerance} failure(s), leader {status.consul_leader}",
         rows=status.consul_members,
     )
+    ctl = status.controller
+    if not ctl.leader:
+        click.echo("controller: none holds the lock (start one: metalctl swarm reconcile)")
+    else:
+        ago = f"{time.time() - ctl.last_pass:.0f}s ago" if ctl.last_pass else "not yet"
+        click.echo(f"controller: {ctl.leader} leads; last pass {ago}")
+        for line in ctl.last_errors:
+            click.echo(f"  last pass error: {line}")
     if not (sq.has_quorum and cq.has_quorum):
         Console(stderr=True).print("[red]warning: a quorum is lost[/red]")
+
+
+@swarm_group.command("reconcile")
+@CLUSTER_OPTION
+@FILE_OPTION
+@click.option(
+    "--agent",
+    metavar="NODE",
+    help="Consul agent (a manager) this controller talks through and whose health its "
+    "lock is tied to. Default: the master. Run one controller per manager for HA.",
+)
+@click.option("--once", is_flag=True, help="One full pass, then exit (needs the lock free).")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds a node may be critical before it is taken out (longer than a reboot).",
+)
+@click.option(
+    "--absent-wait",
+    type=click.FloatRange(min=0),
+    default=15.0,
+    show_default=True,
+    help="Seconds a registration must stay gone before it counts as a deregistration "
+    "(a restarted agent needs a moment to sync its services).",
+)
+@click.option(
+    "--rejoin-after",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a removed node must pass continuously before it rejoins (anti-flap).",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for a drained node's tasks to move before removing it anyway.",
+)
+@click.option(
+    "--lock-delay",
+    type=click.FloatRange(min=1, max=60),
+    default=10.0,
+    show_default=True,
+    help="Seconds Consul keeps the lock of a dead leader before another may take it.",
+)
+@OUTPUT_OPTION
+def swarm_reconcile_cmd(
+    cluster: str | None,
+    spec_file: Path | None,
+    agent: str | None,
+    once: bool,
+    grace: float,
+    absent_wait: float,
+    rejoin_after: float,
+    drain_timeout: float,
+    lock_delay: float,
+    output: str,
+) -> None:
+    """Keep swarm membership equal to Consul's swarm-node registrations.
+
+    \b
+    registered + passing, not in the swarm  -> join (worker or manager, as registered)
+    deregistered                            -> drain, wait for tasks, leave, node rm
+    critical for longer than --grace        -> the same (managers: demote first, only
+                                               when Swarm and Consul quorum survive)
+    passing again for --rejoin-after        -> rejoin
+
+    Long-running; several may run (one per manager): a Consul lock elects the one that
+    acts. Every action is an event: 'metalctl events --cluster NAME'. SIGTERM stops it
+    cleanly and hands the lock over at once.
+    """
+    import signal
+    import threading
+
+    from metalctl.membership.controller import ControllerOptions, Record
+    from metalctl.membership.election import LockTimings
+    from metalctl.membership.runtime import build_controller
+
+    spec = cluster_from_options(Store(), cluster, spec_file)
+    err = Console(stderr=True)
+
+    def show(rec: Record) -> None:
+        err.print(f"{rec.kind:<8} {rec.node or '-':<16} {rec.reason}", markup=False, soft_wrap=True)
+
+    options = ControllerOptions(
+        grace=grace, absent=absent_wait, rejoin_after=rejoin_after, drain_timeout=drain_timeout
+    )
+    timings = LockTimings(lock_delay=lock_delay)
+    controller = build_controller(Store(), spec, agent, options, timings, on_record=show)
+    if once:
+        report = controller.run_once()
+        rows = [{"action": a.kind, "node": a.node, "outcome": o} for a, o in report.actions]
+        emit(output, rows, [("ACTION", "action"), ("NODE", "node"), ("OUTCOME", "outcome")])
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    err.print(
+        f"controller {controller.lock.holder} for cluster {spec.name}: standing by for the lock"
+    )
+    controller.run(stop)
+    err.print("controller stopped; lock released")

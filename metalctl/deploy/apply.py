@@ -17,6 +17,7 @@ from metalctl.deploy.phases import ApplyReport, Phase, PhaseProgress, apply
 from metalctl.deploy.runner import PlayResult, TaskEvent, new_run_dir, run_playbook
 from metalctl.deploy.workload import Workload, load_workload
 from metalctl.errors import ConflictError, DeployError, HostSetupError, MetalctlError
+from metalctl.membership.swarm_api import hostname_of
 from metalctl.paths import ClusterPaths, metalctl_home
 from metalctl.pki import ensure_cluster_pki, ensure_cluster_secrets
 from metalctl.spec import ClusterSpec
@@ -35,6 +36,10 @@ class DeployProgress(PhaseProgress, Protocol):
 class DeployOptions:
     ssh_timeout: float = 60.0
     swarm_timeout: float = 180.0
+    # Deploy only these nodes (day 2: 'nodes add'); None = every node not retired.
+    only: tuple[str, ...] | None = None
+    # False: the roles only register the nodes in Consul; the controller joins them.
+    join_by_ansible: bool = True
 
 
 @dataclass
@@ -83,6 +88,8 @@ def deploy(
         Phase("verify swarm", _verify_swarm),
         Phase("mark nodes active", _mark_active),
     ]
+    if not ctx.options.join_by_ansible:
+        phases = [p for p in phases if p.title != "verify swarm"]
     try:
         report = apply(phases, ctx, progress)
     except DeployError as exc:
@@ -96,7 +103,11 @@ def deploy(
 
 
 def _names(ctx: _Ctx) -> list[str]:
-    return [n.name for n in ctx.spec.nodes]
+    """The nodes this deploy touches: ``only``, or every node that is not retired."""
+    if ctx.options.only is not None:
+        return list(ctx.options.only)
+    retired = {n.name for n in ctx.store.list_nodes(ctx.spec.name) if n.state == lifecycle.RETIRED}
+    return [n.name for n in ctx.spec.nodes if n.name not in retired]
 
 
 def _check_states(ctx: _Ctx) -> None:
@@ -125,7 +136,7 @@ def _check_consul_source(ctx: _Ctx) -> None:
 
 def _check_nodes(ctx: _Ctx) -> None:
     """Fail early, per node, when SSH is not answering (rather than deep inside Ansible)."""
-    for node in ctx.spec.nodes:
+    for node in (ctx.spec.node(n) for n in _names(ctx)):
         wait_for(
             functools.partial(_tcp_open, node.address, node.ssh.port),
             what=f"node {node.name}: SSH on {node.address}:{node.ssh.port}",
@@ -165,21 +176,19 @@ def _run_roles(ctx: _Ctx) -> None:
         phase="run workload roles",
         on_task=on_task,
         forks=max(5, min(len(ctx.spec.nodes), 25)),
+        limit=_names(ctx),
+        extravars={"swarm_join_by_ansible": ctx.options.join_by_ansible},
     )
 
 
 def _verify_swarm(ctx: _Ctx) -> None:
-    want = {n.name for n in ctx.spec.nodes}
+    want = set(_names(ctx))
     master = ctx.spec.spec.swarm.master
 
     def all_ready() -> bool:
         client = docker_for(ctx.spec, ctx.paths, timeout=10)
         try:
-            ready = {
-                n["Description"]["Hostname"]
-                for n in client.api.nodes()
-                if n["Status"]["State"] == "ready"
-            }
+            ready = {hostname_of(n) for n in client.api.nodes() if n["Status"]["State"] == "ready"}
         finally:
             client.close()
         return want <= ready

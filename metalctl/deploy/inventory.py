@@ -76,13 +76,16 @@ def render_inventory(
         "swarm_consul_service_name": "swarm-node",
     }
     names = set(hosts)
+    # spec.swarm.managers (master included) first, then managers added on day 2.
+    managers = [*sw.managers, *(n.name for n in spec.nodes if spec.role_of(n.name) == "manager")]
+    managers = list(dict.fromkeys(managers))
     return {
         "all": {
             "hosts": hosts,
             "vars": group_vars,
             "children": {
-                "swarm_managers": {"hosts": {m: {} for m in sw.managers if m in names}},
-                "swarm_workers": {"hosts": {n: {} for n in hosts if n not in sw.managers}},
+                "swarm_managers": {"hosts": {m: {} for m in managers if m in names}},
+                "swarm_workers": {"hosts": {n: {} for n in hosts if n not in managers}},
                 "consul_servers": {"hosts": {s: {} for s in cs.servers if s in names}},
             },
         }

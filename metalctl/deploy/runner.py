@@ -81,6 +81,8 @@ def run_playbook(
     phase: str,
     on_task: Callable[[TaskEvent], None] | None = None,
     forks: int = 10,
+    limit: list[str] | None = None,
+    extravars: dict[str, Any] | None = None,
 ) -> PlayResult:
     inv_path = run_dir / "inventory" / "hosts.yml"
     inv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,8 @@ def run_playbook(
         event_handler=handle,
         quiet=True,
         forks=forks,
+        limit=",".join(limit) if limit else None,
+        extravars=extravars or {},
     )
     result.seconds = time.monotonic() - started
     log = Path(runner.config.artifact_dir) / "stdout"

@@ -12,7 +12,7 @@ Swarm hostname.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
@@ -23,7 +23,14 @@ Role = Literal["manager", "worker"]
 Health = Literal["passing", "warning", "critical"]
 ActionKind = Literal["join", "drain", "leave_and_remove", "demote", "refuse"]
 EventKind = Literal[
-    "grace", "rejoin_wait", "drain_wait", "deferred", "left_alone", "role_mismatch", "duplicate"
+    "grace",
+    "absent_wait",
+    "rejoin_wait",
+    "drain_wait",
+    "deferred",
+    "left_alone",
+    "role_mismatch",
+    "duplicate",
 ]
 
 
@@ -49,6 +56,7 @@ class SwarmMember:
     reachability: Literal["reachable", "unreachable", ""]
     leader: bool
     tasks_running: int
+    address: str = ""  # the node's swarm address (Status.Addr), where a leave is sent
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class NodeMemory:
     passing_since: float | None = None
     removed_at: float | None = None
     draining_since: float | None = None
+    absent_since: float | None = None  # in the swarm, no registration (yet?)
 
 
 _BLANK = NodeMemory()
@@ -89,13 +98,20 @@ class Memory:
 class Policy:
     """Timings and the Consul quorum picture for one pass; ``force`` overrides quorum refusals."""
 
-    grace_seconds: float = 120.0
+    grace_seconds: float = 300.0
+    # A registration must stay gone this long before it counts as a deregistration: a
+    # freshly (re)started agent takes a moment to sync its services to the catalog.
+    absent_seconds: float = 15.0
     rejoin_stable_seconds: float = 30.0
     drain_timeout_seconds: float = 300.0
     consul_servers: frozenset[str]
     consul_voters: int
     consul_reachable: int
     force: bool = False
+    forced: frozenset[str] = frozenset()  # nodes whose removal an operator forced
+
+    def forces(self, node: str) -> bool:
+        return self.force or node in self.forced
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class Action:
     role: Role
     reason: str
     node_id: str = ""  # the Swarm node id to act on (empty for join)
-    address: str = ""  # the registered address (join needs it)
+    address: str = ""  # where to reach the node (join, leave)
 
 
 @dataclass(frozen=True)
@@ -160,8 +176,14 @@ def plan(
     memory: Memory,
     policy: Policy,
     now: float,
+    scope: Collection[str] | None = None,
 ) -> Plan:
-    """Compare Consul with Swarm and return the actions to take now, sorted by node."""
+    """Compare Consul with Swarm and return the actions to take now, sorted by node.
+
+    ``scope`` limits the decisions to those node names (an incremental pass after a change:
+    ``members`` must still hold every manager, for the quorum counts); the memory of nodes
+    outside it is kept as it is. ``None`` decides every node (a full pass).
+    """
     regs = {r.node: r for r in registrations}
     swarm, notes = _index_members(members)
     managers = [m for m in swarm.values() if m.role == "manager"]
@@ -172,10 +194,14 @@ def plan(
         swarm_reachable=sum(1 for m in managers if _reachable(m)),
     )
     # The leader goes last so it can see whether another manager's demotion was planned.
-    names = sorted(set(regs) | set(swarm) | set(memory.nodes))
+    if scope is None:
+        names = sorted(set(regs) | set(swarm) | set(memory.nodes))
+        kept: dict[str, NodeMemory] = {}
+    else:
+        names = sorted(scope)
+        kept = {n: m for n, m in memory.nodes.items() if n not in scope}
     names.sort(key=lambda n: n in swarm and swarm[n].leader)
     actions: list[Action] = []
-    kept: dict[str, NodeMemory] = {}
     for name in names:
         out = _decide(name, regs.get(name), swarm.get(name), memory.get(name), ctx)
         actions += out.actions
@@ -217,8 +243,16 @@ def _decide(
 ) -> _Outcome:
     mem = _track_health(reg, mem, ctx.now)
     if member is None:
-        return _absent(name, reg, replace(mem, draining_since=None), ctx)
+        return _absent(name, reg, replace(mem, draining_since=None, absent_since=None), ctx)
     if reg is None:
+        assert mem.absent_since is not None  # set by _track_health for a missing registration
+        gone = ctx.now - mem.absent_since
+        if gone < ctx.policy.absent_seconds and mem.draining_since is None:
+            wanted = ctx.policy.absent_seconds
+            note = (
+                f"no registration for {gone:.0f}s of {wanted:.0f}s before it counts as deregistered"
+            )
+            return _Outcome(mem, notes=[Event("absent_wait", name, note)])
         return _retire(name, member, mem, "deregistered from Consul", ctx)
     if reg.status == "critical":
         return _critical(name, member, mem, ctx)
@@ -240,7 +274,8 @@ def _track_health(reg: Registration | None, mem: NodeMemory, now: float) -> Node
     status = reg.status if reg is not None else None
     critical = _since(mem.critical_since, now) if status == "critical" else None
     passing = _since(mem.passing_since, now) if status == "passing" else None
-    return replace(mem, critical_since=critical, passing_since=passing)
+    absent = _since(mem.absent_since, now) if reg is None else None
+    return replace(mem, critical_since=critical, passing_since=passing, absent_since=absent)
 
 
 def _since(started: float | None, now: float) -> float:
@@ -287,8 +322,10 @@ def _healthy(name: str, reg: Registration, member: SwarmMember, mem: NodeMemory)
         why = f"registered as {reg.role} but a swarm {member.role}; roles are not changed in place"
         notes.append(Event("role_mismatch", name, why))
     # A drain of ours that someone undid is over; forget it so a later manual drain of this
-    # healthy node is not mistaken for a removal in progress.
-    return _Outcome(replace(mem, draining_since=None), notes=notes)
+    # healthy node is not mistaken for a removal in progress. The passing timer only
+    # matters for a rejoin: a settled member keeps no memory at all, so the memory (and
+    # the work per pass) grows with the nodes in trouble, not with the cluster.
+    return _Outcome(replace(mem, draining_since=None, passing_since=None), notes=notes)
 
 
 def _retire(name: str, member: SwarmMember, mem: NodeMemory, why: str, ctx: _Pass) -> _Outcome:
@@ -296,7 +333,7 @@ def _retire(name: str, member: SwarmMember, mem: NodeMemory, why: str, ctx: _Pas
     if member.role == "manager":
         return _demote(name, member, mem, why, ctx)
     gate = _consul_gate(name, ctx)
-    if gate is not None and not gate.allowed and not ctx.policy.force:
+    if gate is not None and not gate.allowed and not ctx.policy.forces(name):
         return _Outcome(mem, actions=[_refuse(name, member, why, [gate])])
     return _drain_then_remove(name, member, mem, why, ctx)
 
@@ -311,7 +348,7 @@ def _demote(name: str, member: SwarmMember, mem: NodeMemory, why: str, ctx: _Pas
         return _Outcome(mem, actions=[Action("refuse", name, "manager", because, member.node_id)])
     gates = [_swarm_gate(member, ctx), _consul_gate(name, ctx)]
     verdicts = [g for g in gates if g is not None]
-    if any(not v.allowed for v in verdicts) and not ctx.policy.force:
+    if any(not v.allowed for v in verdicts) and not ctx.policy.forces(name):
         return _Outcome(mem, actions=[_refuse(name, member, why, verdicts)])
     ctx.demotion_planned = True
     forced = " (forced)" if any(not v.allowed for v in verdicts) else ""
@@ -342,7 +379,7 @@ def _drain_then_remove(
     else:
         note = f"waiting for {member.tasks_running} tasks to move ({waited:.0f}s of {limit:.0f}s)"
         return _Outcome(mem, notes=[Event("drain_wait", name, note)])
-    remove = Action("leave_and_remove", name, member.role, reason, member.node_id)
+    remove = Action("leave_and_remove", name, member.role, reason, member.node_id, member.address)
     return _Outcome(replace(mem, removed_at=ctx.now), actions=[remove])
 
 

@@ -9,6 +9,7 @@ restarted node comes back at the same address. Everything made is labelled
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import ipaddress
@@ -34,7 +35,7 @@ from metalctl.errors import (
 )
 from metalctl.paths import ClusterPaths, write_public
 from metalctl.provisioners import lab_image
-from metalctl.spec import API_VERSION, ClusterSpec, parse_spec
+from metalctl.spec import API_VERSION, ClusterSpec, Node, parse_spec
 from metalctl.sshkeys import public_key
 from metalctl.store import Store
 from metalctl.wait import wait_for
@@ -104,21 +105,7 @@ def lab_up(
     image = lab_image.ensure_image(progress=say)
     subnet = _ensure_network(client, name)
     spec = lab_spec(name, nodes, managers, consul_servers, subnet)
-    key = public_key()
-    flags = _runtime_flags(client, image)
-    for node in spec.nodes:
-        say(f"starting node {node.name} at {node.address}")
-        _ensure_container(client, name, node.name, node.address, image, flags)
-    for node in spec.nodes:
-        container = client.containers.get(node.name)
-        _install_key(container, key)
-        wait_for(
-            functools.partial(_ssh_banner, node.address),
-            what=f"node {node.name}: sshd answering on {node.address}:22",
-            timeout=ssh_timeout,
-            interval=0.5,
-            abort=functools.partial(_exited, container),
-        )
+    _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
     paths = ClusterPaths.for_cluster(name)
     paths.root.mkdir(parents=True, exist_ok=True)
     # A new lab has new host keys: forget those of an earlier lab at the same addresses.
@@ -128,6 +115,84 @@ def lab_up(
     )
     write_public(paths.spec, spec.to_yaml())
     return spec
+
+
+def lab_add_node(
+    store: Store,
+    spec: ClusterSpec,
+    role: str,
+    name: str | None = None,
+    progress: Progress | None = None,
+    ssh_timeout: float = SSH_WAIT_SECONDS,
+) -> ClusterSpec:
+    """Start one more node container (next free index, never reused) and record it as
+    ready; returns the cluster spec that includes it."""
+    say = progress or (lambda _m: None)
+    client = docker_client()
+    image = lab_image.ensure_image(progress=say)
+    subnet = _ensure_network(client, spec.name)
+    known = {n.name for n in store.list_nodes(spec.name)} | {n.name for n in spec.nodes}
+    if name is not None and name in known:
+        raise ConflictError(
+            f"cluster {spec.name} already has a node named '{name}' (retired ones included)",
+            hint="choose another --name, or leave it out for the next free one",
+        )
+    index = max(_node_index(n) for n in known) + 1
+    address = str(ipaddress.ip_network(subnet).network_address + FIRST_HOST - 1 + index)
+    node = Node.model_validate(
+        {
+            "name": name or f"{spec.name}-{index}",
+            "address": address,
+            "labels": {"lab": spec.name},
+            "swarmRole": role,
+        }
+    )
+    new_spec = spec.with_node(node)  # validated like any spec (duplicates, names)
+    _start_nodes(client, spec.name, [node], image, say, ssh_timeout)
+    lifecycle.register_cluster(
+        store, new_spec, initial_state=lifecycle.READY, reason="lab node added", replace=True
+    )
+    write_public(ClusterPaths.for_cluster(spec.name).spec, new_spec.to_yaml())
+    return new_spec
+
+
+def lab_remove_node(cluster: str, node: str) -> None:
+    """Remove a retired node's container and its Docker volume."""
+    client = docker_client()
+    try:
+        container = client.containers.get(node)
+    except docker.errors.NotFound:
+        return
+    if container.labels.get(LABEL) != cluster:
+        raise ConflictError(f"container '{node}' is not part of lab '{cluster}'; left alone")
+    container.remove(force=True, v=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        client.volumes.get(f"{node}-docker").remove(force=True)
+
+
+def _start_nodes(
+    client: docker.DockerClient,
+    lab: str,
+    nodes: list[Node],
+    image: str,
+    say: Progress,
+    ssh_timeout: float,
+) -> None:
+    key = public_key()
+    flags = _runtime_flags(client, image)
+    for node in nodes:
+        say(f"starting node {node.name} at {node.address}")
+        _ensure_container(client, lab, node.name, node.address, image, flags)
+    for node in nodes:
+        container = client.containers.get(node.name)
+        _install_key(container, key)
+        wait_for(
+            functools.partial(_ssh_banner, node.address),
+            what=f"node {node.name}: sshd answering on {node.address}:22",
+            timeout=ssh_timeout,
+            interval=0.5,
+            abort=functools.partial(_exited, container),
+        )
 
 
 def lab_spec(

@@ -7,6 +7,7 @@ at the end, even when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -101,16 +102,19 @@ def make_home(tmp: Path) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def deployed_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+@contextlib.contextmanager
+def deployed(tmp: Path, nodes: int = 4, managers: int = 3) -> Iterator[Lab]:
+    """A lab of ``nodes`` containers, deployed; removed afterwards even on failure."""
     if shutil.which("docker") is None or os.geteuid() != 0:
         pytest.fail("e2e tests need root and Docker: run them with 'make test' (it runs setup)")
-    home = make_home(tmp_path_factory.mktemp("e2e"))
+    home = make_home(tmp)
     env = dict(os.environ, METALCTL_HOME=str(home))
     name = f"e2e{secrets.token_hex(2)}"
     lab = Lab(name, home, env, {})
     try:
-        lab.metalctl("lab", "up", "--name", name, "--nodes", "4", "--managers", "3")
+        lab.metalctl(
+            "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers)
+        )
         started = time.monotonic()
         out = lab.metalctl("deploy", "swarm", "--cluster", name, "-q", "-o", "json").stdout
         lab.deploy_seconds = time.monotonic() - started
@@ -125,3 +129,9 @@ def deployed_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             env=env,
             capture_output=True,
         )
+
+
+@pytest.fixture(scope="session")
+def deployed_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with deployed(tmp_path_factory.mktemp("e2e")) as lab:
+        yield lab

@@ -85,3 +85,22 @@ def test_help_explains_commands(tmp_path: Path) -> None:
     for word in ("lab", "deploy", "swarm", "nodes", "events"):
         assert word in out
     assert "mutual TLS" in metalctl("deploy", "swarm", "--help", home=tmp_path).stdout
+
+
+def test_membership_commands_refuse_bad_input_before_touching_anything(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    spec = tmp_path / "c.yaml"
+    spec.write_text(GOOD_SPEC)
+    assert metalctl("swarm", "env", "-f", str(spec), home=home).returncode == 0
+    before = metalctl("events", "-c", "rack1", "-o", "json", home=home).stdout
+    ghost = metalctl("nodes", "add", "-c", "ghost", home=home)
+    assert ghost.returncode == 4 and "no cluster named 'ghost'" in ghost.stderr
+    no_name = metalctl("nodes", "add", "-c", "rack1", home=home)
+    assert no_name.returncode == 2 and "not a lab" in no_name.stderr
+    master = metalctl("nodes", "remove", "n1", "-c", "rack1", home=home)
+    assert master.returncode == 5 and "master" in master.stderr
+    not_active = metalctl("nodes", "remove", "n4", "-c", "rack1", home=home)
+    assert not_active.returncode == 5 and "'ready'" in not_active.stderr
+    agent = metalctl("swarm", "reconcile", "-c", "rack1", "--agent", "n9", home=home)
+    assert agent.returncode == 2 and "no such node" in agent.stderr
+    assert metalctl("events", "-c", "rack1", "-o", "json", home=home).stdout == before

@@ -13,7 +13,13 @@ from metalctl.membership.plan import (
     plan,
 )
 
-NO_CONSUL = Policy(consul_servers=frozenset(), consul_voters=3, consul_reachable=3)
+NO_CONSUL = Policy(
+    grace_seconds=120.0,
+    absent_seconds=0.0,
+    consul_servers=frozenset(),
+    consul_voters=3,
+    consul_reachable=3,
+)
 
 
 def reg(node: str, status: str = "passing", role: str = "worker") -> Registration:
@@ -404,14 +410,19 @@ def test_returned_memory_is_read_only_and_round_trips() -> None:
             "passing_since": None,
             "removed_at": None,
             "draining_since": 7.0,
+            "absent_since": 7.0,
         }
     }
 
 
-def test_memory_of_healthy_settled_nodes_stays_small() -> None:
-    p = run([reg("w1")], [worker("w1")], now=0.0)
-    assert p.memory.nodes == {"w1": NodeMemory(passing_since=0.0)}
-    p = run([], [], now=1.0, memory=p.memory)
+def test_settled_members_keep_no_memory() -> None:
+    # Memory is written to Consul on every change: it must grow with trouble, not size.
+    regs = [reg(f"w{i}") for i in range(1, 6)]
+    p = run(regs, [worker(f"w{i}") for i in range(1, 6)], now=0.0)
+    assert p.memory.nodes == {}
+    p = run(regs, [worker("w1")], now=1.0, memory=p.memory)  # w2..w5 join
+    assert set(p.memory.nodes) == {"w2", "w3", "w4", "w5"}
+    p = run(regs, [worker(f"w{i}") for i in range(1, 6)], now=2.0, memory=p.memory)
     assert p.memory.nodes == {}
 
 
@@ -428,3 +439,37 @@ def test_role_mismatch_is_noted_not_changed() -> None:
     p = run([reg("w1", role="manager")], [worker("w1")], now=0.0)
     assert p.actions == []
     assert [n.kind for n in p.notes] == ["role_mismatch"]
+
+
+# --- absence, scope and per-node force ---------------------------------------------------
+
+
+def test_a_missing_registration_waits_before_it_counts_as_deregistered() -> None:
+    # A freshly started agent syncs its services a moment later: no removal on a blink.
+    policy = replace(NO_CONSUL, absent_seconds=15.0)
+    p = run([], [worker("w1")], now=0.0, policy=policy)
+    assert p.actions == []
+    assert [n.kind for n in p.notes] == ["absent_wait"]
+    p = run([reg("w1")], [worker("w1")], now=10.0, memory=p.memory, policy=policy)
+    assert p.memory.get("w1").absent_since is None  # it came back: the wait starts over
+    p = run([], [worker("w1")], now=11.0, memory=p.memory, policy=policy)
+    p = run([], [worker("w1")], now=26.0, memory=p.memory, policy=policy)
+    assert kinds(p) == [("drain", "w1")]
+
+
+def test_scope_decides_only_the_named_nodes_and_keeps_the_rest_of_memory() -> None:
+    mem = Memory({"w2": NodeMemory(critical_since=0.0)})
+    members = [*managers(3), worker("w1"), worker("w2")]
+    regs = [reg("w1", "critical")]  # w2's registration is not even passed in
+    p = plan(regs, members, mem, NO_CONSUL, 500.0, scope={"w1"})
+    assert p.actions == []  # w1's grace starts now; w2 (critical 500 s) is out of scope
+    assert p.memory.get("w2") == NodeMemory(critical_since=0.0)
+    assert p.memory.get("w1").critical_since == 500.0
+
+
+def test_a_forced_node_passes_the_quorum_gate_others_do_not() -> None:
+    regs = [reg("m1", role="manager"), reg("m3", role="manager")]  # m2 deregistered
+    other = run(regs, managers(3), now=0.0, policy=replace(NO_CONSUL, forced=frozenset({"m3"})))
+    assert kinds(other) == [("refuse", "m2")]
+    it = run(regs, managers(3), now=0.0, policy=replace(NO_CONSUL, forced=frozenset({"m2"})))
+    assert kinds(it) == [("demote", "m2"), ("drain", "m2")]

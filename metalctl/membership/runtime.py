@@ -1,0 +1,102 @@
+"""Build a controller for a deployed cluster, and read what the controllers are doing.
+
+Where controllers run: on the admin host (or any host with a copy of the cluster's state
+folder), one per manager, each bound to that manager's Consul agent with ``--agent``. The
+lock session lives on that agent's node, so when a manager dies, its controller's lock
+goes with it and a controller bound to a surviving manager takes over. Nothing extra is
+installed on the nodes; see docs/membership.md for why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from metalctl import lifecycle
+from metalctl.cluster_access import consul_endpoint
+from metalctl.errors import UsageError
+from metalctl.membership.consul_api import ConsulApi
+from metalctl.membership.controller import Controller, ControllerOptions, Record, kv_prefix
+from metalctl.membership.election import LeaderLock, LockTimings
+from metalctl.membership.swarm_api import DockerSwarm
+from metalctl.paths import ClusterPaths
+from metalctl.spec import ClusterSpec
+from metalctl.store import Store, add_event
+
+
+def manager_addresses(store: Store, spec: ClusterSpec) -> list[str]:
+    """Managers to ask first: the master, the spec's managers, then day-2 managers."""
+    live = {
+        n.name: n.address
+        for n in store.list_nodes(spec.name)
+        if n.state != lifecycle.RETIRED and n.role == "manager"
+    }
+    names = [spec.spec.swarm.master, *spec.spec.swarm.managers, *live]
+    return [live.get(n) or spec.node(n).address for n in dict.fromkeys(names)]
+
+
+def default_agent(spec: ClusterSpec) -> str:
+    return spec.spec.swarm.master
+
+
+def build_controller(
+    store: Store,
+    spec: ClusterSpec,
+    agent: str | None,
+    options: ControllerOptions,
+    timings: LockTimings,
+    on_record: Callable[[Record], None] | None = None,
+) -> Controller:
+    agent = agent or default_agent(spec)
+    if agent not in {n.name for n in spec.nodes}:
+        raise UsageError(f"--agent {agent}: cluster {spec.name} has no such node")
+    paths = ClusterPaths.for_cluster(spec.name)
+    endpoint = consul_endpoint(spec, paths, agent)
+    holder = f"{socket.gethostname()}/{os.getpid()}@{agent}"
+    lock = LeaderLock(endpoint, f"{kv_prefix(spec.name)}/leader", holder, timings)
+    swarm = DockerSwarm(
+        manager_addresses(store, spec), spec.spec.swarm.docker_api_port, paths.docker_client
+    )
+    actor = f"controller@{agent}"
+
+    def record(rec: Record) -> None:
+        with store.transaction() as db:
+            add_event(db, spec.name, rec.kind, rec.reason, node=rec.node, actor=actor)
+        if on_record is not None:
+            on_record(rec)
+
+    return Controller(spec.name, ConsulApi(endpoint), swarm, lock, record, options)
+
+
+@dataclass(frozen=True)
+class ControllerStatus:
+    leader: str  # "" when no controller holds the lock
+    last_pass: float | None
+    last_actions: list[str]
+    last_errors: list[str]
+
+
+def controller_status(consul: ConsulApi, cluster: str) -> ControllerStatus:
+    prefix = kv_prefix(cluster)
+    _, lock = consul.kv_get(f"{prefix}/leader")
+    leader = ""
+    if lock is not None and lock.session:
+        leader = _json_field(lock.value, "holder")
+    status: dict[str, Any] = consul.kv_json(f"{prefix}/status") or {}
+    return ControllerStatus(
+        leader=leader,
+        last_pass=status.get("last_pass"),
+        last_actions=list(status.get("actions", [])),
+        last_errors=list(status.get("errors", [])),
+    )
+
+
+def _json_field(raw: bytes, key: str) -> str:
+    try:
+        return str(json.loads(raw)[key])
+    except (ValueError, KeyError, TypeError):
+        return "?"
