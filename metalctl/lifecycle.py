@@ -28,7 +28,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ACTIVE: frozenset({DEPLOYING, LEAVING, FAILED}),
     LEAVING: frozenset({RETIRED, FAILED}),
     RETIRED: frozenset({PROVISIONING, READY}),
-    FAILED: frozenset({PROVISIONING, READY, DEPLOYING, RETIRED}),
+    FAILED: frozenset({PROVISIONING, READY, DEPLOYING, LEAVING, RETIRED}),
 }
 
 

@@ -152,7 +152,7 @@ def swarm_reconcile_cmd(
 
     Long-running; several may run (one per manager): a Consul lock elects the one that
     acts. Every action is an event: 'metalctl events --cluster NAME'. SIGTERM stops it
-    cleanly and hands the lock over at once.
+    after the current wait (at most a minute) and hands the lock over without delay.
     """
     import signal
     import threading

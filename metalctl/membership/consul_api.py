@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -43,7 +43,7 @@ class ConsulEndpoint:
     """Where and how to reach one Consul agent's HTTP API."""
 
     url: str  # https://10.0.0.1:8501 (or http://127.0.0.1:8500 for a local dev agent)
-    token: str
+    token: str = field(repr=False)
     ca: str | None = None  # CA bundle that signed the agent's cert
     cert: tuple[str, str] | None = None  # client cert + key (verify_incoming)
 

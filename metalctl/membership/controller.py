@@ -13,6 +13,7 @@ Consul KV next to the lock, so a new leader continues where the old one stopped.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from metalctl.membership.consul_api import UNHEALTHY, ConsulApi, only_nodes
 from metalctl.membership.election import LeaderLock
 from metalctl.membership.plan import Action, Event, Memory, Policy, Registration, plan
 from metalctl.membership.swarm_api import SwarmOps
+
+_SECONDS = re.compile(r"\d+s\b")
 
 
 def kv_prefix(cluster: str) -> str:
@@ -102,21 +105,26 @@ class Controller:
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop``; errors back off and never end the loop."""
         backoff, leading = 1.0, False
-        while not stop.is_set():
-            try:
-                if leading and not self.lock.held:
-                    self._say(Record("leader", None, f"{self.lock.holder} lost the lock"))
-                leading = self.lock.held
-                if not leading:
-                    self._stand_by(stop)
-                    continue
-                self.step(blocking=True)
-                backoff = 1.0
-            except ClusterAccessError as exc:
-                self._say(Record("error", None, str(exc)))
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-        self.lock.release()
+        try:
+            while not stop.is_set():
+                try:
+                    if leading and not self.lock.held:
+                        self._say(Record("leader", None, f"{self.lock.holder} lost the lock"))
+                    leading = self.lock.held
+                    if not leading:
+                        self._stand_by(stop)
+                        continue
+                    self.step(blocking=True)
+                    backoff = 1.0
+                except Exception as exc:
+                    # Unexpected answers (bad JSON, a locked store) must not end the loop:
+                    # each is an error event, then the same back-off as a network error.
+                    text = str(exc) if isinstance(exc, ClusterAccessError) else repr(exc)
+                    self._say(Record("error", None, text))
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self.lock.release()
 
     def run_once(self) -> PassReport:
         """Take the lock, do one full pass, give the lock back."""
@@ -134,7 +142,11 @@ class Controller:
 
     def _stand_by(self, stop: threading.Event) -> None:
         if self.lock.try_acquire():
-            self._take_over()
+            try:
+                self._take_over()
+            except BaseException:
+                self.lock.release()  # never lead with state that failed to load
+                raise
             return
         # Lock-delay or another leader: wait for the key to change, then try again.
         self.lock.wait_until_free(self.options.max_wait)
@@ -154,7 +166,11 @@ class Controller:
         blocking read of what changed and a pass over just those nodes."""
         now = self.clock()
         full = not blocking or not self.index or now - self.last_full >= self.options.resync
-        read = self._read_all() if full else self._read_changes()
+        try:
+            read = self._read_all() if full else self._read_changes()
+        except ClusterAccessError:
+            self.last_full = 0.0  # a half-read change must not be lost: compare all next time
+            raise
         if read.changed is None:
             full = True
         now = self.clock()
@@ -170,8 +186,7 @@ class Controller:
             # catalog problem (a token without service:read sees an empty list, not a 403).
             # There is nothing to join either, so the pass is skipped, loudly.
             why = "Consul lists no swarm-node registrations (ACL or catalog problem?); pass skipped"
-            self._say(Record("error", None, why))
-            return report
+            raise ClusterAccessError(why, hint="check the token's service:read and the catalog")
         try:
             self._pass(current, scope, now, report)
         except ClusterAccessError:
@@ -196,22 +211,32 @@ class Controller:
         result = plan(regs, members, self.memory, self._policy(), now, scope)
         for note in result.notes:
             self._note(note)
-        if result.actions and not self.lock.confirm():
-            raise ClusterAccessError("lost the controller lock before acting; standing by")
+        self._confirm_lock()
         self.retry = set()
         failed: set[str] = set()
         for action in result.actions:
             if action.node in failed:
                 continue
+            # Each action may take a while (a join tries managers in turn): make sure no
+            # other controller can have taken over in the meantime.
+            self._confirm_lock()
             outcome = self._execute(action, report)
             if outcome is None:
                 failed.add(action.node)
         self.retry = failed
         self._save(result.memory, report, now)
 
+    def _confirm_lock(self) -> None:
+        if not self.lock.confirm():
+            raise ClusterAccessError("lost the controller lock; standing by")
+
     def _execute(self, action: Action, report: PassReport) -> str | None:
         if action.kind == "refuse":
-            self._say(Record("refuse", action.node, action.reason))
+            # The reason counts seconds; record it again only when the verdict changes.
+            self._say(
+                Record("refuse", action.node, action.reason),
+                key_text=_SECONDS.sub("Ns", action.reason),
+            )
             report.actions.append((action, "refused"))
             return "refused"
         try:
@@ -326,12 +351,16 @@ class Controller:
         for m in self.memory.nodes.values():
             if m.draining_since is not None:
                 wait = min(wait, o.drain_poll)
-            if m.critical_since is not None:
-                wait = min(wait, m.critical_since + o.grace - now)
-            if m.absent_since is not None:
-                wait = min(wait, m.absent_since + o.absent - now)
-            if m.removed_at is not None and m.passing_since is not None:
-                wait = min(wait, m.passing_since + o.rejoin_after - now)
+            deadlines = [
+                m.critical_since + o.grace if m.critical_since is not None else None,
+                m.absent_since + o.absent if m.absent_since is not None else None,
+                m.passing_since + o.rejoin_after
+                if m.removed_at is not None and m.passing_since is not None
+                else None,
+            ]
+            # A timer already past (a refused removal, say) is not a reason to wake up
+            # again: the next change or resync looks at it.
+            wait = min([wait, *(d - now for d in deadlines if d is not None and d > now)])
         return max(1.0, wait)
 
     # --- the record -----------------------------------------------------------------------

@@ -51,7 +51,12 @@ class LeaderLock:
             f"metalctl controller {self.holder}", self.timings.ttl, self.timings.lock_delay
         )
         value = json.dumps({"holder": self.holder, "since": time.time()}).encode()
-        if self._consul.kv_put(self.key, value, acquire=self._session):
+        try:
+            acquired = self._consul.kv_put(self.key, value, acquire=self._session)
+        except BaseException:
+            self._drop_session()  # no half-held lock: a session without the key is nothing
+            raise
+        if acquired:
             self._lost.clear()
             self._start_heartbeat(self._session)
             return True

@@ -9,6 +9,7 @@ drain, leave and remove it. Neither command issues a swarm join or node rm itsel
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,12 +51,14 @@ def add_node(
     say: Say,
     progress: DeployProgress | None = None,
 ) -> NodeChange:
-    if spec.spec.provisioner == "lab":
+    known = {n.name for n in store.list_nodes(spec.name)}
+    if spec.spec.provisioner == "lab" and (name is None or name not in known):
         from metalctl.provisioners.lab import lab_add_node  # lazy: the Docker SDK
 
         spec = lab_add_node(store, spec, role, name, progress=say)
         name = spec.nodes[-1].name
     else:
+        # Outside a lab, or a retry of an add that failed after its node was made.
         name = _ready_node(store, spec, name, role)
     say(f"running the roles on {name} (registers it in Consul; the controller joins it)")
     deploy(
@@ -83,8 +86,10 @@ def _ready_node(store: Store, spec: ClusterSpec, name: str | None, role: str) ->
             f"cluster {spec.name} is not a lab: give --name of a ready node from its spec"
         )
     record = store.get_node(spec.name, name)
-    if record.state not in (lifecycle.READY, lifecycle.FAILED, lifecycle.RETIRED):
-        raise ConflictError(f"node {name} is '{record.state}'; nodes add takes a ready node")
+    if record.state not in (lifecycle.READY, lifecycle.FAILED):
+        raise ConflictError(
+            f"node {name} is '{record.state}'; nodes add takes a ready (or failed) node"
+        )
     if spec.role_of(name) != role:
         raise UsageError(
             f"node {name} has role {spec.role_of(name)} in the spec, not {role}",
@@ -110,7 +115,8 @@ def remove_node(
     if record.state not in (lifecycle.ACTIVE, lifecycle.LEAVING, lifecycle.FAILED):
         raise ConflictError(f"node {name} is '{record.state}'; only active nodes are removed")
     paths = ClusterPaths.for_cluster(spec.name)
-    server = ConsulApi(consul_endpoint(spec, paths, spec.spec.consul.servers[0]))
+    server = _server_api(spec, paths, exclude=name)
+    force_key = f"{kv_prefix(spec.name)}/force/{name}"
     try:
         if not force:
             _check_quorum(spec, server, name)
@@ -119,10 +125,11 @@ def remove_node(
                 f"no membership controller leads cluster {spec.name}; nothing would remove {name}",
                 hint=NO_CONTROLLER_HINT.format(spec.name),
             )
-        force_key = f"{kv_prefix(spec.name)}/force/{name}"
         if force:
             server.kv_put(force_key, b"nodes remove --force")
-        _deregister(spec, paths, server, name, force, say)
+        # A retry of an interrupted removal finds the node leaving, its agent maybe gone.
+        retry = record.state == lifecycle.LEAVING
+        _deregister(spec, paths, server, name, force or retry, say)
         lifecycle.transition(store, spec.name, [name], lifecycle.LEAVING, "nodes remove")
         say(f"deregistered; waiting up to {timeout:.0f}s for the controller to drain and remove it")
         wait_for(
@@ -130,17 +137,38 @@ def remove_node(
             what=f"node {name}: drained, left and removed from the swarm",
             timeout=timeout,
             interval=2.0,
-            hint=f"see 'metalctl events --cluster {spec.name}' for what the controller did",
+            hint=f"see 'metalctl events --cluster {spec.name}'; re-run to keep waiting",
         )
         lifecycle.transition(store, spec.name, [name], lifecycle.RETIRED, "removed from swarm")
-        server.kv_delete(force_key)
     finally:
+        if force:
+            with contextlib.suppress(ClusterAccessError):  # the quorum bypass is one-shot
+                server.kv_delete(force_key)
         server.close()
     if spec.spec.provisioner == "lab":
         from metalctl.provisioners.lab import lab_remove_node
 
         lab_remove_node(spec.name, name)
     return NodeChange(spec.name, name, record.role, record.address, lifecycle.RETIRED)
+
+
+def _server_api(spec: ClusterSpec, paths: ClusterPaths, exclude: str) -> ConsulApi:
+    """A Consul server that answers, not the node being removed."""
+    errors = []
+    for server in spec.spec.consul.servers:
+        if server == exclude:
+            continue
+        api = ConsulApi(consul_endpoint(spec, paths, server))
+        try:
+            api.agent_node()
+            return api
+        except ClusterAccessError as exc:
+            errors.append(exc.message)
+            api.close()
+    raise ClusterAccessError(
+        "no Consul server answers: " + "; ".join(errors) if errors else "no other Consul server",
+        hint="is a Consul quorum up? 'metalctl swarm status'",
+    )
 
 
 def _check_quorum(spec: ClusterSpec, server: ConsulApi, name: str) -> None:
@@ -203,7 +231,8 @@ def _deregister(
                 f"cannot reach {name}'s Consul agent to deregister it: {exc.message}",
                 hint="for a dead node use --force (the servers then force it out)",
             ) from exc
-        server.force_leave(name)
+        with contextlib.suppress(ClusterAccessError):  # already gone from the members
+            server.force_leave(name)
         server.catalog_deregister(name)
         say(f"{name}: unreachable; forced out of Consul by the servers")
     finally:

@@ -91,7 +91,15 @@ class Memory:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Mapping[str, float | None]]) -> Memory:
-        return cls({name: NodeMemory(**dict(m)) for name, m in raw.items()})
+        # Keys this version does not know (written by a newer controller) are dropped, so
+        # a standby of another version can still take over.
+        known = set(vars(_BLANK))
+        return cls(
+            {
+                name: NodeMemory(**{k: v for k, v in m.items() if k in known})
+                for name, m in raw.items()
+            }
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,7 +251,10 @@ def _decide(
 ) -> _Outcome:
     mem = _track_health(reg, mem, ctx.now)
     if member is None:
-        return _absent(name, reg, replace(mem, draining_since=None, absent_since=None), ctx)
+        # Not a member: only the rejoin timers matter (a dead node removed from the swarm
+        # stays critical in Consul for days; that must not keep a grace timer running).
+        mem = replace(mem, draining_since=None, absent_since=None, critical_since=None)
+        return _absent(name, reg, mem, ctx)
     if reg is None:
         assert mem.absent_since is not None  # set by _track_health for a missing registration
         gone = ctx.now - mem.absent_since
