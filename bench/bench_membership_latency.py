@@ -40,6 +40,16 @@ def until(what: str, check: Callable[[], bool], timeout: float, interval: float 
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def leave_steps(home: Path, name: str, worker: str, since: float) -> str:
+    """When the controller saw the leave, drained and removed: where a slow leave went."""
+    evs = json.loads(run(home, "events", "-c", name, "-o", "json", "--limit", "50").stdout)
+    firsts: dict[str, float] = {}
+    for e in sorted(evs, key=lambda e: e["ts"]):
+        if e["node"] == worker and e["ts"] >= since:
+            firsts.setdefault(e["kind"], e["ts"] - since)
+    return ", ".join(f"{k} +{t:.1f}s" for k, t in firsts.items())
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -62,10 +72,12 @@ def main() -> None:
         paths = ClusterPaths.for_cluster(name, home)
         spec = parse_spec(paths.spec.read_text())
         worker = f"{name}-4"
-        log = open(Path(home) / "controller.log", "wb")  # noqa: SIM115
+        log_path = Path(home) / "controller.log"  # one line per pass: where a slow one went
+        print(f"controller log: {log_path}", flush=True)
+        log = open(log_path, "wb")  # noqa: SIM115
         ctl = subprocess.Popen(
             [sys.executable, "-m", "metalctl", "swarm", "reconcile", "-c", name,
-             "--grace", str(args.grace), "--rejoin-after", "0"],
+             "--grace", str(args.grace), "--rejoin-after", "0", "--verbose"],
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
         docker = docker_for(spec, paths, timeout=15)
@@ -94,11 +106,15 @@ def main() -> None:
             left = time.time()
             ConsulApi(consul_endpoint(spec, paths, worker)).agent_leave()
             leaves.append(until("worker gone", lambda: state() == "gone", 300, 0.1) - left)
+            steps = leave_steps(home, name, worker, left)
             subprocess.run(["docker", "exec", worker, "systemctl", "start", "consul"], check=True)
             registered = passing_since()
             active = until("worker active", lambda: state() == "ready/active", 300, 0.1)
             joins.append(active - registered)
-            print(f"cycle {i + 1}: leave {leaves[-1]:.1f}s, join {joins[-1]:.1f}s", flush=True)
+            print(
+                f"cycle {i + 1}: leave {leaves[-1]:.1f}s ({steps}), join {joins[-1]:.1f}s",
+                flush=True,
+            )
         delays = []
         for i in range(args.stops):
             until("worker active", lambda: state() == "ready/active", 300)

@@ -15,7 +15,7 @@ import requests
 from metalctl.errors import ClusterAccessError
 from metalctl.membership.consul_api import ConsulEndpoint
 from metalctl.paths import ClusterPaths
-from metalctl.pki import read_master_token
+from metalctl.pki import read_controller_token, read_master_token
 from metalctl.spec import ClusterSpec
 
 CONSUL_HTTPS_PORT = 8501
@@ -84,13 +84,17 @@ def _tls(client_dir: Path) -> docker.tls.TLSConfig:
     )
 
 
-def consul_endpoint(spec: ClusterSpec, paths: ClusterPaths, node: str) -> ConsulEndpoint:
-    """The HTTPS API of ``node``'s Consul agent, with the admin client cert and the
-    management token (read from its 0600 file)."""
+def consul_endpoint(
+    spec: ClusterSpec, paths: ClusterPaths, node: str, *, as_controller: bool = False
+) -> ConsulEndpoint:
+    """The HTTPS API of ``node``'s Consul agent, with the admin client cert and a token
+    read from its 0600 file: the management token for operator commands, or with
+    ``as_controller`` the membership controller's narrow one."""
     client_dir = paths.docker_client
+    token = read_controller_token(paths) if as_controller else read_master_token(paths)
     return ConsulEndpoint(
         url=f"https://{spec.node(node).address}:{CONSUL_HTTPS_PORT}",
-        token=read_master_token(paths),
+        token=token,
         ca=str(client_dir / "ca.pem"),
         cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
     )

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from metalctl.errors import NotFoundError
 from metalctl.paths import ClusterPaths, ensure_private_dir, write_private, write_public
 from metalctl.spec import ClusterSpec
 
@@ -189,6 +190,7 @@ class SecretPaths:
     gossip_key: Path
     master_token: Path
     acl_tokens: Path
+    controller_token: Path  # {accessor, secret} of the membership controller's token
 
 
 def secret_paths(paths: ClusterPaths) -> SecretPaths:
@@ -196,6 +198,7 @@ def secret_paths(paths: ClusterPaths) -> SecretPaths:
         paths.secrets / "gossip.key",
         paths.secrets / "consul-master.token",
         paths.secrets / "consul-tokens.json",
+        paths.secrets / "consul-controller.json",
     )
 
 
@@ -215,8 +218,24 @@ def ensure_cluster_secrets(paths: ClusterPaths, spec: ClusterSpec) -> SecretPath
         tokens[name] = {"accessor": str(uuid.uuid4()), "secret": str(uuid.uuid4())}
     if missing or not sp.acl_tokens.exists():
         write_private(sp.acl_tokens, json.dumps(tokens, indent=2, sort_keys=True) + "\n")
+    if not sp.controller_token.exists():
+        pair = {"accessor": str(uuid.uuid4()), "secret": str(uuid.uuid4())}
+        write_private(sp.controller_token, json.dumps(pair, indent=2) + "\n")
     return sp
 
 
 def read_master_token(paths: ClusterPaths) -> str:
     return secret_paths(paths).master_token.read_text().strip()
+
+
+def read_controller_token(paths: ClusterPaths) -> str:
+    """The membership controller's Consul token (a narrow policy, not the management one)."""
+    path = secret_paths(paths).controller_token
+    try:
+        return str(json.loads(path.read_text())["secret"])
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"cluster has no controller token ({path})",
+            hint=f"the cluster was deployed by an older metalctl: run 'metalctl deploy swarm "
+            f"--cluster {paths.root.name}' once, which creates it",
+        ) from None

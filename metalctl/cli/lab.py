@@ -83,9 +83,11 @@ def lab_down_cmd(name: str) -> None:
     """Remove every container, volume and network of the lab, and forget the cluster."""
     from metalctl.provisioners import lab
 
-    removed = lab.lab_down(Store(), name, progress=ConsoleProgress().message)
+    down = lab.lab_down(Store(), name, progress=ConsoleProgress().message)
     click.echo(
-        f"lab {name}: removed {len(removed)} objects"
-        if removed
+        f"lab {name}: removed {len(down.removed)} objects"
+        if down.removed
         else f"lab {name}: nothing to remove"
     )
+    for other in down.left_alone:
+        click.echo(f"  left alone: {other}: another metalctl home's lab of the same name")

@@ -128,6 +128,9 @@ def swarm_status_cmd(cluster: str | None, spec_file: Path | None, output: str) -
     show_default=True,
     help="Seconds Consul keeps the lock of a dead leader before another may take it.",
 )
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Also print a line per pass (what woke it, what it did)."
+)
 @OUTPUT_OPTION
 def swarm_reconcile_cmd(
     cluster: str | None,
@@ -139,6 +142,7 @@ def swarm_reconcile_cmd(
     rejoin_after: float,
     drain_timeout: float,
     lock_delay: float,
+    verbose: bool,
     output: str,
 ) -> None:
     """Keep swarm membership equal to Consul's swarm-node registrations.
@@ -152,26 +156,52 @@ def swarm_reconcile_cmd(
 
     Long-running; several may run (one per manager): a Consul lock elects the one that
     acts. Every action is an event: 'metalctl events --cluster NAME'. SIGTERM stops it
-    after the current wait (at most a minute) and hands the lock over without delay.
+    at once when it is waiting (after the current pass otherwise) and hands the lock over
+    without delay.
     """
     import signal
     import threading
 
-    from metalctl.membership.controller import ControllerOptions, Record
+    from metalctl.membership.controller import (
+        ControllerOptions,
+        PassReport,
+        Record,
+        stop_handler,
+    )
     from metalctl.membership.election import LockTimings
     from metalctl.membership.runtime import build_controller
 
     spec = cluster_from_options(Store(), cluster, spec_file)
     err = Console(stderr=True)
 
+    def line(text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        err.print(f"{stamp} {text}", markup=False, soft_wrap=True, highlight=False)
+
     def show(rec: Record) -> None:
-        err.print(f"{rec.kind:<8} {rec.node or '-':<16} {rec.reason}", markup=False, soft_wrap=True)
+        line(f"{rec.kind:<8} {rec.node or '-':<16} {rec.reason}")
+
+    def show_pass(report: PassReport) -> None:
+        done = ", ".join(f"{a.kind} {a.node}" for a, _ in report.actions) or "no action"
+        line(
+            f"{'pass':<8} {'-':<16} waited {report.waited:.1f}s of {report.asked:.0f}s, "
+            f"read {report.read}, "
+            f"decided {report.scope} of {report.registrations}: {done}"
+        )
 
     options = ControllerOptions(
         grace=grace, absent=absent_wait, rejoin_after=rejoin_after, drain_timeout=drain_timeout
     )
     timings = LockTimings(lock_delay=lock_delay)
-    controller = build_controller(Store(), spec, agent, options, timings, on_record=show)
+    controller = build_controller(
+        Store(),
+        spec,
+        agent,
+        options,
+        timings,
+        on_record=show,
+        on_pass=show_pass if verbose else None,
+    )
     if once:
         report = controller.run_once()
         rows = [{"action": a.kind, "node": a.node, "outcome": o} for a, o in report.actions]
@@ -179,9 +209,7 @@ def swarm_reconcile_cmd(
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    err.print(
-        f"controller {controller.lock.holder} for cluster {spec.name}: standing by for the lock"
-    )
+        signal.signal(sig, stop_handler(controller, stop))
+    line(f"controller {controller.lock.holder} for cluster {spec.name}: standing by for the lock")
     controller.run(stop)
-    err.print("controller stopped; lock released")
+    line("controller stopped; lock released")

@@ -11,12 +11,19 @@ from pathlib import Path
 from typing import Protocol
 
 from metalctl import lifecycle
-from metalctl.cluster_access import docker_for
+from metalctl.cluster_access import consul_endpoint, docker_for
 from metalctl.deploy.inventory import ConsulSource, render_inventory
 from metalctl.deploy.phases import ApplyReport, Phase, PhaseProgress, apply
 from metalctl.deploy.runner import PlayResult, TaskEvent, new_run_dir, run_playbook
 from metalctl.deploy.workload import Workload, load_workload
-from metalctl.errors import ConflictError, DeployError, HostSetupError, MetalctlError
+from metalctl.errors import (
+    ClusterAccessError,
+    ConflictError,
+    DeployError,
+    HostSetupError,
+    MetalctlError,
+)
+from metalctl.membership.consul_api import ConsulApi
 from metalctl.membership.swarm_api import hostname_of
 from metalctl.paths import ClusterPaths, metalctl_home
 from metalctl.pki import ensure_cluster_pki, ensure_cluster_secrets
@@ -86,10 +93,12 @@ def deploy(
         Phase("mark nodes deploying", _mark_deploying),
         Phase("run workload roles", _run_roles),
         Phase("verify swarm", _verify_swarm),
+        Phase("verify Consul registrations", _verify_registrations),
         Phase("mark nodes active", _mark_active),
     ]
     if not ctx.options.join_by_ansible:
-        phases = [p for p in phases if p.title != "verify swarm"]
+        # The controller joins the nodes later; the caller marks them active once it has.
+        phases = [p for p in phases if p.title not in ("verify swarm", "mark nodes active")]
     try:
         report = apply(phases, ctx, progress)
     except DeployError as exc:
@@ -199,6 +208,32 @@ def _verify_swarm(ctx: _Ctx) -> None:
         what=f"swarm on {master}: all {len(want)} nodes Ready",
         timeout=ctx.options.swarm_timeout,
         interval=2.0,
+    )
+
+
+def _verify_registrations(ctx: _Ctx) -> None:
+    """Every deployed node's swarm-node service is in the Consul catalog.
+
+    An agent syncs its services some seconds after it starts (longer when its ACL token was
+    created after it started). A membership controller started right after a deploy must
+    not find swarm members without a registration: that is what a deregistration looks like.
+    """
+    want = set(_names(ctx))
+    server = ctx.spec.spec.consul.servers[0]
+
+    def all_registered() -> bool:
+        with contextlib.closing(ConsulApi(consul_endpoint(ctx.spec, ctx.paths, server))) as api:
+            _, regs, _ = api.swarm_nodes()
+        missing = want - {r.node for r in regs}
+        if missing:
+            raise ClusterAccessError(f"not in the catalog yet: {', '.join(sorted(missing))}")
+        return True
+
+    wait_for(
+        all_registered,
+        what=f"Consul on {server}: a swarm-node registration for each of {len(want)} nodes",
+        timeout=ctx.options.swarm_timeout,
+        interval=1.0,
     )
 
 

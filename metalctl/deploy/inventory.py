@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metalctl.membership.controller import kv_prefix
 from metalctl.paths import ClusterPaths
 from metalctl.pki import node_cert_paths, secret_paths
 from metalctl.spec import ClusterSpec
@@ -72,6 +73,8 @@ def render_inventory(
         "consul_gossip_key_file": str(secrets.gossip_key),
         "consul_master_token_file": str(secrets.master_token),
         "consul_acl_tokens_file": str(secrets.acl_tokens),
+        "consul_controller_token_file": str(secrets.controller_token),
+        "consul_controller_kv_prefix": kv_prefix(spec.name),
         "swarm_master": sw.master,
         "swarm_consul_service_name": "swarm-node",
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,10 @@ SERVICE = "swarm-node"
 # when any of its elements does). Consul 1.8 cannot filter on ModifyIndex, so "what is
 # unhealthy now" is the smallest view that still shows most changes.
 UNHEALTHY = 'Checks.Status == "critical" or Checks.Status == "warning"'
+
+
+# The check the Consul leader keeps on every node that is a live member of the cluster.
+SERF_HEALTH = "serfHealth"
 
 
 def only_nodes(names: set[str]) -> str:
@@ -128,11 +133,12 @@ class ConsulApi:
 
         ``where`` is a Consul filter expression (``UNHEALTHY``, ``only_nodes(...)``).
         Returns (index, registrations, problems); a registration without a valid role is
-        a problem, not a node (the controller says so, it does not guess a role).
+        a problem, not a node (the controller says so, it does not guess a role). An entry
+        of a node that is not a Consul member is left out (see ``parse_registration``).
         """
         params: dict[str, Any] = {}
         if index > 0:
-            params = {"index": index, "wait": f"{max(1, int(wait))}s"}
+            params = {"index": index, "wait": _wait_param(wait)}
         if where:
             params["filter"] = where
         resp = self._call("GET", f"health/service/{SERVICE}", params=params, wait=wait)
@@ -142,7 +148,7 @@ class ConsulApi:
             reg = parse_registration(entry)
             if isinstance(reg, str):
                 problems.append(reg)
-            else:
+            elif reg is not None:
                 regs.append(reg)
         return self._index(resp), regs, problems
 
@@ -204,7 +210,7 @@ class ConsulApi:
     def kv_get(self, key: str, index: int = 0, wait: float = 0.0) -> tuple[int, KvEntry | None]:
         params: dict[str, Any] = {}
         if index > 0:
-            params = {"index": index, "wait": f"{max(1, int(wait))}s"}
+            params = {"index": index, "wait": _wait_param(wait)}
         resp = self._call("GET", f"kv/{key}", params=params, wait=wait, ok404=True)
         if resp.status_code == 404:
             return self._index(resp), None
@@ -234,17 +240,35 @@ class ConsulApi:
 _STATUS_RANK: dict[str, int] = {"passing": 0, "warning": 1, "critical": 2}
 
 
-def parse_registration(entry: dict[str, Any]) -> Registration | str:
-    """One health/service entry -> Registration, or a problem text."""
+def parse_registration(entry: dict[str, Any]) -> Registration | str | None:
+    """One health/service entry -> Registration, a problem text, or None for an entry of a
+    node that is not a Consul member.
+
+    Membership is the leader's ``serfHealth`` check, not the catalog entry alone: when an
+    agent leaves, the leader deregisters its node, but the leaving agent's last
+    anti-entropy sync can write node and service back (without ``serfHealth``), and they
+    stay until the leader's next reconcile, up to a minute later. Counting such an entry
+    would cancel the deregistration and delay the removal by that minute. A joining node
+    gets ``serfHealth`` from the leader at its join, before its agent syncs services.
+    """
     node = entry["Node"]["Node"]
+    checks = entry.get("Checks") or []
+    if not any(c.get("CheckID") == SERF_HEALTH for c in checks):
+        return None
     service = entry["Service"]
     role = (service.get("Meta") or {}).get("role")
     if role not in ("manager", "worker"):
         return f"{node}: swarm-node registration has meta role {role!r}, not manager/worker"
     # The worst check wins (node checks such as serfHealth count too); maintenance
     # mode is a critical check, so a node in maintenance counts as down.
-    worst = max((_STATUS_RANK.get(c["Status"], 2) for c in entry.get("Checks", [])), default=0)
+    worst = max((_STATUS_RANK.get(c["Status"], 2) for c in checks), default=0)
     status: Health = ("passing", "warning", "critical")[worst]
     address = service.get("Address") or entry["Node"]["Address"]
     typed_role: Role = role
     return Registration(node, address, typed_role, status)
+
+
+def _wait_param(seconds: float) -> str:
+    """A blocking query's wait in milliseconds, rounded up: whole seconds would wake a
+    timer up to a second early, and then once more."""
+    return f"{max(100, math.ceil(seconds * 1000))}ms"

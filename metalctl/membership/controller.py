@@ -12,11 +12,12 @@ Consul KV next to the lock, so a new leader continues where the old one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from metalctl.errors import ClusterAccessError, ConflictError
@@ -60,6 +61,8 @@ class PassReport:
     actions: list[tuple[Action, str]] = field(default_factory=list)  # (action, outcome)
     errors: list[str] = field(default_factory=list)
     read: str = ""  # how Consul was read: all, or only the changes
+    waited: float = 0.0  # seconds spent in the blocking query before this pass
+    asked: float = 0.0  # the longest wait it asked Consul for (the nearest timer)
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,31 @@ class _Read:
     unhealthy: set[str]
     changed: set[str] | None  # None: a full read, decide every node
     how: str
+    waited: float = 0.0
+    asked: float = 0.0
 
 
 Recorder = Callable[[Record], None]
+
+
+class StopWaiting(BaseException):
+    """Raised by a stop signal while the controller sits in a Consul blocking query.
+
+    A BaseException, so that the loop's broad ``except Exception`` does not swallow it.
+    Nothing is half-done during such a wait, so stopping there loses nothing; a stop that
+    arrives during a pass lets the pass finish.
+    """
+
+
+def stop_handler(controller: Controller, stop: threading.Event) -> Callable[..., None]:
+    """A signal handler for SIGTERM/SIGINT: ask the loop to end, at once if it is waiting."""
+
+    def handle(*_: object) -> None:
+        stop.set()
+        if controller.waiting:
+            raise StopWaiting
+
+    return handle
 
 
 class Controller:
@@ -84,6 +109,7 @@ class Controller:
         record: Recorder,
         options: ControllerOptions,
         clock: Callable[[], float] = time.time,
+        on_pass: Callable[[PassReport], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.consul = consul
@@ -92,13 +118,24 @@ class Controller:
         self.record = record
         self.options = options
         self.clock = clock
+        self.on_pass = on_pass  # e.g. the CLI's --verbose: one line per pass
         self.index = 0
         self.regs: dict[str, Registration] = {}
         self.unhealthy: set[str] = set()  # nodes in the last unhealthy view
         self.memory = Memory()
         self.retry: set[str] = set()
         self.last_full = 0.0
+        self.decided_at = 0.0  # the clock the planner saw in the last pass
         self._said: dict[tuple[str, str], str] = {}  # (node, kind) -> last recorded text
+        self.waiting = False  # inside a blocking query: a stop may interrupt it
+
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        self.waiting = True
+        try:
+            yield
+        finally:
+            self.waiting = False
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -114,8 +151,12 @@ class Controller:
                     if not leading:
                         self._stand_by(stop)
                         continue
-                    self.step(blocking=True)
+                    report = self.step(blocking=True)
                     backoff = 1.0
+                    if self.on_pass is not None:
+                        self.on_pass(report)
+                except StopWaiting:
+                    break
                 except Exception as exc:
                     # Unexpected answers (bad JSON, a locked store) must not end the loop:
                     # each is an error event, then the same back-off as a network error.
@@ -149,7 +190,8 @@ class Controller:
                 raise
             return
         # Lock-delay or another leader: wait for the key to change, then try again.
-        self.lock.wait_until_free(self.options.max_wait)
+        with self._interruptible():
+            self.lock.wait_until_free(self.options.max_wait)
         stop.wait(1.0)
 
     def _take_over(self) -> None:
@@ -178,7 +220,7 @@ class Controller:
         scope = None if read.changed is None else read.changed | self._pending(now) | self.retry
         self.index, self.regs, self.unhealthy = read.index, current, read.unhealthy
         report = PassReport(full, len(current) if scope is None else len(scope), len(current))
-        report.read = read.how
+        report.read, report.waited, report.asked = read.how, read.waited, read.asked
         if scope is not None and not scope:
             return report
         if not current:
@@ -188,6 +230,7 @@ class Controller:
             why = "Consul lists no swarm-node registrations (ACL or catalog problem?); pass skipped"
             raise ClusterAccessError(why, hint="check the token's service:read and the catalog")
         try:
+            self.decided_at = now
             self._pass(current, scope, now, report)
         except ClusterAccessError:
             # This read's changes were not acted on; the next pass compares everything.
@@ -283,7 +326,10 @@ class Controller:
         change the unhealthy view cannot show (a passing node deregistered without
         failing first) needs the whole list.
         """
-        index, bad, problems = self.consul.swarm_nodes(self.index, self._next_wait(), UNHEALTHY)
+        asked, started = self._next_wait(), time.monotonic()
+        with self._interruptible():
+            index, bad, problems = self.consul.swarm_nodes(self.index, asked, UNHEALTHY)
+        waited = time.monotonic() - started
         self._problems(problems)
         if index < self.index:  # Consul's index went back (a restored snapshot): start over
             return self._read_all()
@@ -307,8 +353,9 @@ class Controller:
             before = self.regs
             moved = {n for n, r in full.registrations.items() if before.get(n) != r}
             moved |= before.keys() - full.registrations.keys()
-            return _Read(index, full.registrations, full.unhealthy, moved, "all (view unchanged)")
-        return _Read(index, current, set(now_bad), changed, "changes")
+            how = "all (view unchanged)"
+            return _Read(index, full.registrations, full.unhealthy, moved, how, waited, asked)
+        return _Read(index, current, set(now_bad), changed, "changes", waited, asked)
 
     def _problems(self, problems: list[str]) -> None:
         for text in problems:
@@ -358,10 +405,12 @@ class Controller:
                 if m.removed_at is not None and m.passing_since is not None
                 else None,
             ]
-            # A timer already past (a refused removal, say) is not a reason to wake up
-            # again: the next change or resync looks at it.
-            wait = min([wait, *(d - now for d in deadlines if d is not None and d > now)])
-        return max(1.0, wait)
+            # A timer the last pass already saw due (a refused removal, say) is not a
+            # reason to wake up again: the next change or resync looks at it. One that was
+            # not due then is, even if it became due since (while the pass ran).
+            due = [d - now for d in deadlines if d is not None and d > self.decided_at]
+            wait = min([wait, *due])
+        return max(0.1, wait)
 
     # --- the record -----------------------------------------------------------------------
 

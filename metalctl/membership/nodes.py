@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from metalctl import lifecycle
 from metalctl.cluster_access import consul_endpoint, docker_for
 from metalctl.deploy.apply import DeployOptions, DeployProgress, deploy
-from metalctl.errors import ClusterAccessError, ConflictError, UsageError
+from metalctl.errors import ClusterAccessError, ConflictError, UsageError, WaitTimeout
 from metalctl.membership import quorum
 from metalctl.membership.consul_api import ConsulApi
 from metalctl.membership.controller import kv_prefix
@@ -69,12 +69,23 @@ def add_node(
     )
     node = spec.node(name)
     say(f"waiting up to {timeout:.0f}s for the controller to join {name}")
-    wait_for(
-        functools.partial(_swarm_state_is, spec, name, "ready"),
-        what=f"node {name}: Active and Ready in the swarm",
-        timeout=timeout,
-        interval=2.0,
-        hint=f"is a membership controller running? {NO_CONTROLLER_HINT.format(spec.name)}",
+    try:
+        wait_for(
+            functools.partial(_swarm_state_is, spec, name, "ready"),
+            what=f"node {name}: Active and Ready in the swarm",
+            timeout=timeout,
+            interval=2.0,
+            hint=f"is a membership controller running? {NO_CONTROLLER_HINT.format(spec.name)}; "
+            f"then: metalctl nodes add --cluster {spec.name} --name {name}",
+        )
+    except WaitTimeout as exc:
+        # Deployed but not joined: 'failed' (not 'active') until a retry sees it join.
+        lifecycle.transition(
+            store, spec.name, [name], lifecycle.FAILED, "nodes add", error=exc.message
+        )
+        raise
+    lifecycle.transition(
+        store, spec.name, [name], lifecycle.ACTIVE, "joined the swarm by the controller"
     )
     return NodeChange(spec.name, name, role, node.address, lifecycle.ACTIVE)
 
@@ -86,9 +97,11 @@ def _ready_node(store: Store, spec: ClusterSpec, name: str | None, role: str) ->
             f"cluster {spec.name} is not a lab: give --name of a ready node from its spec"
         )
     record = store.get_node(spec.name, name)
-    if record.state not in (lifecycle.READY, lifecycle.FAILED):
+    # deploying: an add interrupted while it waited for the controller.
+    if record.state not in (lifecycle.READY, lifecycle.FAILED, lifecycle.DEPLOYING):
         raise ConflictError(
-            f"node {name} is '{record.state}'; nodes add takes a ready (or failed) node"
+            f"node {name} is '{record.state}'; nodes add takes a ready node "
+            "(or a failed or interrupted add of it)"
         )
     if spec.role_of(name) != role:
         raise UsageError(

@@ -112,6 +112,10 @@ class Policy:
     absent_seconds: float = 15.0
     rejoin_stable_seconds: float = 30.0
     drain_timeout_seconds: float = 300.0
+    # A removed node that has not passed since is forgotten after this long: the rejoin
+    # hysteresis is against flapping, and the memory (kept in Consul KV, visited by every
+    # full pass) must not grow with every node ever removed.
+    forget_seconds: float = 3600.0
     consul_servers: frozenset[str]
     consul_voters: int
     consul_reachable: int
@@ -297,6 +301,9 @@ def _since(started: float | None, now: float) -> float:
 def _absent(name: str, reg: Registration | None, mem: NodeMemory, ctx: _Pass) -> _Outcome:
     """Not in the swarm: join it if it is registered and (stably) passing."""
     if reg is None or reg.status != "passing":
+        removed = mem.removed_at
+        if removed is not None and ctx.now - removed >= ctx.policy.forget_seconds:
+            return _Outcome(_BLANK)
         return _Outcome(mem)
     assert mem.passing_since is not None  # set by _track_health for a passing node
     stable = ctx.now - mem.passing_since

@@ -20,7 +20,13 @@ from metalctl import lifecycle
 from metalctl.cluster_access import consul_endpoint
 from metalctl.errors import UsageError
 from metalctl.membership.consul_api import ConsulApi
-from metalctl.membership.controller import Controller, ControllerOptions, Record, kv_prefix
+from metalctl.membership.controller import (
+    Controller,
+    ControllerOptions,
+    PassReport,
+    Record,
+    kv_prefix,
+)
 from metalctl.membership.election import LeaderLock, LockTimings
 from metalctl.membership.swarm_api import DockerSwarm
 from metalctl.paths import ClusterPaths
@@ -50,12 +56,13 @@ def build_controller(
     options: ControllerOptions,
     timings: LockTimings,
     on_record: Callable[[Record], None] | None = None,
+    on_pass: Callable[[PassReport], None] | None = None,
 ) -> Controller:
     agent = agent or default_agent(spec)
     if agent not in {n.name for n in spec.nodes}:
         raise UsageError(f"--agent {agent}: cluster {spec.name} has no such node")
     paths = ClusterPaths.for_cluster(spec.name)
-    endpoint = consul_endpoint(spec, paths, agent)
+    endpoint = consul_endpoint(spec, paths, agent, as_controller=True)
     holder = f"{socket.gethostname()}/{os.getpid()}@{agent}"
     lock = LeaderLock(endpoint, f"{kv_prefix(spec.name)}/leader", holder, timings)
     swarm = DockerSwarm(
@@ -69,7 +76,8 @@ def build_controller(
         if on_record is not None:
             on_record(rec)
 
-    return Controller(spec.name, ConsulApi(endpoint), swarm, lock, record, options)
+    consul = ConsulApi(endpoint)
+    return Controller(spec.name, consul, swarm, lock, record, options, on_pass=on_pass)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from metalctl.errors import (
     SpecError,
     UsageError,
 )
-from metalctl.paths import ClusterPaths, write_public
+from metalctl.paths import ClusterPaths, metalctl_home, write_public
 from metalctl.provisioners import lab_image
 from metalctl.spec import API_VERSION, ClusterSpec, Node, parse_spec
 from metalctl.sshkeys import public_key
@@ -41,6 +41,9 @@ from metalctl.store import Store
 from metalctl.wait import wait_for
 
 LABEL = "metalctl.lab"
+# Which metalctl home made a lab object: two homes (a CI run next to a demo) may use the
+# same lab name on one Docker, and must never adopt or remove each other's containers.
+HOME_LABEL = "metalctl.home"
 FIRST_HOST = 11  # node i gets .(10+i); .1 is the bridge, i.e. the admin host
 SUBNET_POOL = ipaddress.IPv4Network("172.30.0.0/16")
 SSH_WAIT_SECONDS = 120.0
@@ -84,6 +87,29 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
+def _home() -> str:
+    return str(metalctl_home().resolve())
+
+
+def _labels(lab: str, **extra: str) -> dict[str, str]:
+    return {LABEL: lab, HOME_LABEL: _home(), **extra}
+
+
+def _other_home(labels: dict[str, str] | None) -> str | None:
+    """The other metalctl home that owns an object, or None when it is ours (objects
+    made before the home label existed count as ours)."""
+    owner = (labels or {}).get(HOME_LABEL)
+    return owner if owner and owner != _home() else None
+
+
+def _not_ours(lab: str, owner: str) -> ConflictError:
+    return ConflictError(
+        f"a lab named '{lab}' exists in Docker and belongs to another metalctl home ({owner})",
+        hint=f"use another --name, or remove it from there: "
+        f"METALCTL_HOME={owner} metalctl lab down --name {lab}",
+    )
+
+
 def network_name(lab: str) -> str:
     return f"metalctl-lab-{lab}"
 
@@ -103,9 +129,16 @@ def lab_up(
     _refuse_other_shapes(store, name, nodes)
     client = docker_client()
     image = lab_image.ensure_image(progress=say)
-    subnet = _ensure_network(client, name)
-    spec = lab_spec(name, nodes, managers, consul_servers, subnet)
-    _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
+    try:
+        subnet = _ensure_network(client, name)
+        spec = lab_spec(name, nodes, managers, consul_servers, subnet)
+        _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
+    except docker.errors.APIError as exc:
+        # E.g. a container of this name being removed by a concurrent 'lab down'.
+        raise ProvisionError(
+            f"Docker refused a step of 'lab up {name}': {exc.explanation or exc}",
+            hint="re-run 'metalctl lab up' (it completes a half-made lab)",
+        ) from exc
     paths = ClusterPaths.for_cluster(name)
     paths.root.mkdir(parents=True, exist_ok=True)
     # A new lab has new host keys: forget those of an earlier lab at the same addresses.
@@ -163,7 +196,7 @@ def lab_remove_node(cluster: str, node: str) -> None:
         container = client.containers.get(node)
     except docker.errors.NotFound:
         return
-    if container.labels.get(LABEL) != cluster:
+    if container.labels.get(LABEL) != cluster or _other_home(container.labels):
         raise ConflictError(f"container '{node}' is not part of lab '{cluster}'; left alone")
     container.remove(force=True, v=True)
     with contextlib.suppress(docker.errors.NotFound):
@@ -255,6 +288,7 @@ def lab_status(store: Store, name: str) -> LabStatus:
     client = docker_client()
     states = {n.name: n.state for n in store.list_nodes(name)}
     containers = client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
+    containers = [c for c in containers if not _other_home(c.labels)]
     if not containers and name not in states:
         raise NotFoundError(
             f"no lab named '{name}'", hint="'metalctl lab up --name NAME' makes one"
@@ -275,22 +309,35 @@ def lab_status(store: Store, name: str) -> LabStatus:
     return LabStatus(name, net.name if net else None, subnet, nodes)
 
 
-def lab_down(store: Store, name: str, progress: Progress | None = None) -> list[str]:
+@dataclass(frozen=True)
+class LabDown:
+    removed: list[str]
+    left_alone: list[str]  # same lab name, made by another metalctl home
+
+
+def lab_down(store: Store, name: str, progress: Progress | None = None) -> LabDown:
     """Remove every container, volume and network of the lab, then forget the cluster."""
     say = progress or (lambda _m: None)
     client = docker_client()
     removed: list[str] = []
+    others: list[str] = []
     selector = {"label": f"{LABEL}={name}"}
     for c in client.containers.list(all=True, filters=selector):
+        owner = _other_home(c.labels)
+        if owner:
+            others.append(f"container {c.name} (of {owner})")
+            continue
         say(f"removing container {c.name}")
         c.remove(force=True, v=True)
         removed.append(f"container {c.name}")
     for v in client.volumes.list(filters=selector):
-        v.remove(force=True)
-        removed.append(f"volume {v.name}")
+        if not _other_home(v.attrs.get("Labels")):
+            v.remove(force=True)
+            removed.append(f"volume {v.name}")
     for n in client.networks.list(filters=selector):
-        n.remove()
-        removed.append(f"network {n.name}")
+        if not _other_home(n.attrs.get("Labels")):
+            n.remove()
+            removed.append(f"network {n.name}")
     if name in {c.name for c in store.list_clusters()}:
         lifecycle.forget_cluster(store, name, reason="lab down")
         removed.append(f"cluster {name} (store)")
@@ -298,7 +345,7 @@ def lab_down(store: Store, name: str, progress: Progress | None = None) -> list[
     if paths.root.exists():
         shutil.rmtree(paths.root)
         removed.append(f"state {paths.root}")
-    return removed
+    return LabDown(removed, others)
 
 
 # --- docker plumbing -------------------------------------------------------------------------
@@ -307,12 +354,16 @@ def lab_down(store: Store, name: str, progress: Progress | None = None) -> list[
 def _ensure_network(client: docker.DockerClient, lab: str) -> str:
     try:
         net = client.networks.get(network_name(lab))
-        return str(net.attrs["IPAM"]["Config"][0]["Subnet"])
     except docker.errors.NotFound:
-        pass
+        net = None
+    if net is not None:
+        owner = _other_home(net.attrs.get("Labels"))
+        if owner:
+            raise _not_ours(lab, owner)
+        return str(net.attrs["IPAM"]["Config"][0]["Subnet"])
     subnet = _free_subnet(client)
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
-    client.networks.create(network_name(lab), driver="bridge", ipam=ipam, labels={LABEL: lab})
+    client.networks.create(network_name(lab), driver="bridge", ipam=ipam, labels=_labels(lab))
     return str(subnet)
 
 
@@ -386,11 +437,14 @@ def _ensure_container(
                 f"a container named '{node}' exists and is not part of lab '{lab}'",
                 hint="remove it or choose another --name",
             )
+        owner = _other_home(container.labels)
+        if owner:
+            raise _not_ours(lab, owner)
         if container.status != "running":
             container.start()
         return
     volume = f"{node}-docker"
-    client.volumes.create(volume, labels={LABEL: lab})
+    client.volumes.create(volume, labels=_labels(lab))
     endpoint = client.api.create_endpoint_config(ipv4_address=address)
     networking = client.api.create_networking_config({network_name(lab): endpoint})
     host_config = client.api.create_host_config(
@@ -407,7 +461,7 @@ def _ensure_container(
         image,
         name=node,
         hostname=node,
-        labels={LABEL: lab, "metalctl.address": address},
+        labels=_labels(lab, **{"metalctl.address": address}),
         stop_signal="SIGRTMIN+3",
         host_config=host_config,
         networking_config=networking,

@@ -85,6 +85,32 @@ def test_consul_denies_anonymous_requests(deployed_lab: Lab) -> None:
         _consul(deployed_lab, "/v1/kv/e2e/probe", token, "DELETE")
 
 
+def test_controller_token_reads_the_catalog_and_writes_only_its_own_keys(
+    deployed_lab: Lab,
+) -> None:
+    """The membership controller runs with a narrow token, not the management one."""
+    lab = deployed_lab
+    secrets = lab.home / "clusters" / lab.name / "secrets"
+    token = json.loads((secrets / "consul-controller.json").read_text())["secret"]
+    own = f"/v1/kv/metalctl/{lab.name}/controller/e2e-probe"
+    worker = lab.node_names()[-1]
+    entries = _consul(lab, "/v1/health/service/swarm-node", token).json()
+    assert len(entries) == 4
+    assert _consul(lab, "/v1/operator/raft/configuration", token).status_code == 200
+    session = _consul(lab, "/v1/session/create", token, "PUT", '{"TTL": "10s"}')
+    assert session.status_code == 200, session.text
+    _consul(lab, f"/v1/session/destroy/{session.json()['ID']}", token, "PUT")
+    assert _consul(lab, own, token, "PUT", "x").json() is True
+    _consul(lab, own, token, "DELETE")
+    # Outside its prefix, and anything that changes membership in Consul: denied.
+    assert _consul(lab, "/v1/kv/metalctl/other/x", token, "PUT", "x").status_code == 403
+    assert _consul(lab, "/v1/kv/e2e/probe?raw", token).status_code == 403
+    deregister = json.dumps({"Node": worker})
+    assert _consul(lab, "/v1/catalog/deregister", token, "PUT", deregister).status_code == 403
+    assert _consul(lab, f"/v1/agent/force-leave/{worker}", token, "PUT").status_code == 403
+    assert _consul(lab, "/v1/acl/tokens", token).status_code == 403
+
+
 def test_consul_https_requires_client_cert(deployed_lab: Lab) -> None:
     ca = deployed_lab.home / "clusters" / deployed_lab.name / "docker-client" / "ca.pem"
     with pytest.raises(requests.exceptions.ConnectionError):  # SSLError or reset
@@ -213,6 +239,7 @@ def test_no_secret_in_run_artifacts(deployed_lab: Lab) -> None:
             t["secret"]
             for t in json.loads((cluster / "secrets" / "consul-tokens.json").read_text()).values()
         ),
+        json.loads((cluster / "secrets" / "consul-controller.json").read_text())["secret"],
     ]
     for path in (cluster / "runs").rglob("*"):
         if path.is_file():

@@ -37,7 +37,7 @@ class Controllers:
         log = (self.logs / f"controller-{agent}-{time.monotonic_ns()}.log").open("wb")
         args = ["swarm", "reconcile", "-c", self.lab.name, "--agent", agent]
         args += ["--grace", str(GRACE), "--rejoin-after", str(REJOIN)]
-        args += ["--drain-timeout", "180", "--lock-delay", "5"]
+        args += ["--drain-timeout", "180", "--lock-delay", "5", "--verbose"]
         self.procs[agent] = subprocess.Popen(
             [sys.executable, "-m", "metalctl", *args], env=self.lab.env, stdout=log, stderr=log
         )
@@ -179,6 +179,11 @@ def test_added_worker_joins_and_removed_worker_leaves_tasks_elsewhere(
     node = add_node(mlab, "worker")
     assert active(mlab, node)
     assert "join" in kinds(mlab, node)
+    shown = json.loads(mlab.metalctl("nodes", "show", node, "-c", mlab.name, "-o", "json").stdout)
+    assert shown["state"] == "active"  # marked only once the controller had joined it
+    assert [e["reason"] for e in events(mlab, node) if e["kind"] == "state"][-1] == (
+        "joined the swarm by the controller"
+    )
     assert node in registered(mlab)
     nodes = list(swarm_nodes(mlab))
     build_probe_image(mlab, nodes)

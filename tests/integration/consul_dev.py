@@ -80,9 +80,18 @@ def _wait_for_leader(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def register(
-    url: str, node: str, address: str, role: str, status: str, session: requests.Session
+    url: str,
+    node: str,
+    address: str,
+    role: str,
+    status: str,
+    session: requests.Session,
+    *,
+    member: bool = True,
 ) -> None:
-    """A catalog registration of ``swarm-node`` with one check, as a node's agent makes."""
+    """A catalog registration of ``swarm-node`` as a live node has it: the leader's
+    ``serfHealth`` (passing: the node is a Consul member) and the service's check.
+    ``member=False``: without ``serfHealth``, as a leaving agent's last sync writes it."""
     body = {
         "Node": node,
         "Address": address,
@@ -93,16 +102,25 @@ def register(
             "Port": 2376,
             "Meta": {"role": role},
         },
-        "Check": {
-            "CheckID": "swarm-node-docker-api",
-            "Name": "Docker TLS API",
-            "ServiceID": "swarm-node",
-            "Status": status,
-        },
+        "Checks": [
+            *(
+                [{"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"}]
+                if member
+                else []
+            ),
+            {
+                "CheckID": "swarm-node-docker-api",
+                "Name": "Docker TLS API",
+                "ServiceID": "swarm-node",
+                "Status": status,
+            },
+        ],
     }
     session.put(f"{url}/v1/catalog/register", json=body, timeout=10).raise_for_status()
 
 
-def deregister(url: str, node: str, session: requests.Session) -> None:
-    body = {"Node": node, "ServiceID": "swarm-node"}
+def deregister(url: str, node: str, session: requests.Session, *, whole_node: bool = False) -> None:
+    """Deregister the service (as ``consul services deregister``), or with ``whole_node``
+    the node and all its checks (as the Consul leader does when a member leaves)."""
+    body = {"Node": node} if whole_node else {"Node": node, "ServiceID": "swarm-node"}
     session.put(f"{url}/v1/catalog/deregister", json=body, timeout=10).raise_for_status()

@@ -4,6 +4,9 @@ side is the in-memory stand-in (the real swarm is exercised by the e2e tests).""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +15,13 @@ import pytest
 import requests
 
 from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint
-from metalctl.membership.controller import Controller, ControllerOptions, Record, kv_prefix
+from metalctl.membership.controller import (
+    Controller,
+    ControllerOptions,
+    Record,
+    kv_prefix,
+    stop_handler,
+)
 from metalctl.membership.election import LeaderLock, LockTimings
 from tests.integration.consul_dev import consul_dev_agent, deregister, register
 from tests.integration.memory_swarm import InMemorySwarm, member
@@ -55,6 +64,27 @@ def test_registrations_carry_role_address_and_worst_check(
     finally:
         for n in ("r-pass", "r-crit", "r-warn", "r-bad"):
             deregister(consul_url, n, http)
+
+
+def test_a_leaving_agents_stale_entry_does_not_hold_up_its_removal(
+    consul_url: str, http: requests.Session
+) -> None:
+    """Consul's leader deregisters a node that left, but the leaving agent's last sync can
+    write it back (no serfHealth) until the leader's next reconcile, up to a minute."""
+    with worker_joined(consul_url, "s", http) as (ctl, swarm, records):
+        deregister(consul_url, "s-w1", http, whole_node=True)  # the leader, at the leave
+        ctl.step(blocking=True)
+        assert ctl.memory.get("s-w1").absent_since is not None
+        register(consul_url, "s-w1", "10.9.0.2", "worker", "passing", http, member=False)
+        _, regs, _ = api(consul_url).swarm_nodes()
+        assert "s-w1" not in {r.node for r in regs}  # in the catalog, but not a member
+        step_until(ctl, lambda: "s-w1" not in swarm.nodes)  # while the stale entry lingers
+    assert [r.kind for r in records if r.node == "s-w1"] == [
+        "join",
+        "absent_wait",
+        "drain",
+        "remove",
+    ]
 
 
 def test_blocking_query_wakes_up_with_the_change(consul_url: str, http: requests.Session) -> None:
@@ -117,6 +147,28 @@ def controller(url: str, cluster: str, swarm: InMemorySwarm, records: list[Recor
     return Controller(cluster, ConsulApi(ep), swarm, lock, records.append, options)
 
 
+@contextlib.contextmanager
+def worker_joined(
+    url: str, prefix: str, http: requests.Session
+) -> Iterator[tuple[Controller, InMemorySwarm, list[Record]]]:
+    """A leading controller of cluster ``prefix`` that has joined ``<prefix>-w1`` to a
+    swarm of ``<prefix>-m1``; everything deregistered afterwards."""
+    manager, worker = f"{prefix}-m1", f"{prefix}-w1"
+    register(url, manager, "10.9.0.1", "manager", "passing", http)
+    register(url, worker, "10.9.0.2", "worker", "passing", http)
+    swarm = InMemorySwarm([member(manager, "manager", leader=True)])
+    records: list[Record] = []
+    ctl = controller(url, prefix, swarm, records)
+    try:
+        assert ctl.lock.try_acquire()
+        step_until(ctl, lambda: worker in swarm.nodes)
+        yield ctl, swarm, records
+    finally:
+        ctl.lock.release()
+        deregister(url, worker, http, whole_node=True)
+        deregister(url, manager, http, whole_node=True)
+
+
 def step_until(ctl: Controller, done: object, passes: int = 10) -> None:
     for _ in range(passes):
         if callable(done) and done():
@@ -128,19 +180,9 @@ def step_until(ctl: Controller, done: object, passes: int = 10) -> None:
 def test_controller_joins_then_drains_and_removes_a_deregistered_node(
     consul_url: str, http: requests.Session
 ) -> None:
-    register(consul_url, "c-m1", "10.9.2.1", "manager", "passing", http)
-    register(consul_url, "c-w1", "10.9.2.2", "worker", "passing", http)
-    swarm = InMemorySwarm([member("c-m1", "manager", leader=True)])
-    records: list[Record] = []
-    ctl = controller(consul_url, "c1", swarm, records)
-    try:
-        assert ctl.lock.try_acquire()
-        step_until(ctl, lambda: "c-w1" in swarm.nodes)
+    with worker_joined(consul_url, "c", http) as (ctl, swarm, records):
         deregister(consul_url, "c-w1", http)
         step_until(ctl, lambda: "c-w1" not in swarm.nodes)
-    finally:
-        ctl.lock.release()
-        deregister(consul_url, "c-m1", http)
     moves = [(r.kind, r.node) for r in records if r.kind in ("join", "drain", "remove")]
     assert moves == [("join", "c-w1"), ("drain", "c-w1"), ("remove", "c-w1")]
     assert "c-m1" in swarm.nodes  # never touched
@@ -171,3 +213,40 @@ def test_a_new_leader_continues_from_the_timers_in_consul(
         deregister(consul_url, "d-w1", http)
     removal = [r for r in records if r.kind == "remove"]
     assert removal and "critical for" in removal[0].reason
+
+
+def test_sigterm_interrupts_the_blocking_wait_and_hands_the_lock_over(
+    consul_url: str, http: requests.Session
+) -> None:
+    """An operator's stop (systemd, Ctrl-C) must not sit out a blocking query of minutes."""
+    register(consul_url, "e-m1", "10.9.4.1", "manager", "passing", http)
+    swarm = InMemorySwarm([member("e-m1", "manager", leader=True)])
+    ep = ConsulEndpoint(url=consul_url, token="")
+    lock = LeaderLock(ep, f"{kv_prefix('c3')}/leader", "test-c3", FAST_LOCK)
+    options = ControllerOptions(max_wait=300, resync=3600)  # one wait would last 5 minutes
+    ctl = Controller("c3", ConsulApi(ep), swarm, lock, lambda _: None, options)
+    stop = threading.Event()
+
+    def stop_when_waiting() -> None:
+        deadline = time.monotonic() + 30  # bounded
+        while not (ctl.index and ctl.waiting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the blocking query now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop_handler(ctl, stop))
+    killer = threading.Thread(target=stop_when_waiting)
+    killer.start()
+    started = time.monotonic()
+    try:
+        ctl.run(stop)
+        elapsed = time.monotonic() - started
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        killer.join()
+        deregister(consul_url, "e-m1", http)
+    assert elapsed < 60, f"the stop waited out the blocking query ({elapsed:.0f} s)"
+    other = LeaderLock(ep, f"{kv_prefix('c3')}/leader", "other", FAST_LOCK)
+    assert other.current_holder() == ""  # released on the way out, no lock delay
+    assert other.try_acquire()
+    other.release()

@@ -93,6 +93,19 @@ def test_rejoin_hysteresis_restarts_when_passing_is_interrupted() -> None:
     assert kinds(p) == [("join", "w1")]
 
 
+def test_a_removed_node_that_stays_away_is_forgotten_after_an_hour() -> None:
+    """The memory lives in Consul KV: it must not grow with every node ever removed."""
+    mem = Memory({"gone": NodeMemory(removed_at=0.0), "dead": NodeMemory(removed_at=0.0)})
+    regs = [reg("dead", "critical")]  # a dead node stays registered, critical, for days
+    early = run(regs, [], now=3599.0, memory=mem)
+    assert set(early.memory.nodes) == {"gone", "dead"}
+    late = run(regs, [], now=3600.0, memory=early.memory)
+    assert dict(late.memory.nodes) == {}
+    # Back after that: a plain join, as for a node never seen before.
+    back = run([reg("dead")], [], now=4000.0, memory=late.memory)
+    assert kinds(back) == [("join", "dead")]
+
+
 def test_warning_interrupts_rejoin_hysteresis() -> None:
     mem = Memory({"w1": NodeMemory(removed_at=0.0, passing_since=10.0)})
     p = run([reg("w1", "warning")], [], now=20.0, memory=mem)

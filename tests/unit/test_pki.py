@@ -4,10 +4,18 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
+from metalctl.errors import NotFoundError
 from metalctl.paths import ClusterPaths
-from metalctl.pki import ensure_cluster_pki, ensure_cluster_secrets, node_cert_paths
+from metalctl.pki import (
+    ensure_cluster_pki,
+    ensure_cluster_secrets,
+    node_cert_paths,
+    read_controller_token,
+    read_master_token,
+)
 from metalctl.spec import parse_spec
 from tests.conftest import GOOD_SPEC
 
@@ -69,3 +77,23 @@ def test_secrets_made_once_and_extended_for_new_nodes(tmp_path: Path) -> None:
     assert again["n1"] == tokens["n1"] and "n5" in again
     for f in (sp.gossip_key, sp.master_token, sp.acl_tokens):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
+
+
+def test_controller_token_is_its_own_secret_kept_across_runs(tmp_path: Path) -> None:
+    spec = parse_spec(GOOD_SPEC)
+    paths = ClusterPaths(tmp_path / "c")
+    sp = ensure_cluster_secrets(paths, spec)
+    token = read_controller_token(paths)
+    assert token and token != read_master_token(paths)
+    assert stat.S_IMODE(sp.controller_token.stat().st_mode) == 0o600
+    ensure_cluster_secrets(paths, spec)
+    assert read_controller_token(paths) == token
+
+
+def test_a_cluster_without_controller_token_says_to_redeploy(tmp_path: Path) -> None:
+    paths = ClusterPaths(tmp_path / "old")
+    sp = ensure_cluster_secrets(paths, parse_spec(GOOD_SPEC))
+    sp.controller_token.unlink()  # as deployed by a metalctl before the controller token
+    with pytest.raises(NotFoundError) as err:
+        read_controller_token(paths)
+    assert "metalctl deploy swarm --cluster old" in str(err.value)
