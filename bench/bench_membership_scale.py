@@ -28,7 +28,7 @@ from _common import REPO  # noqa: F401  (puts the repo on sys.path)
 from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint
 from metalctl.membership.controller import Controller, ControllerOptions, kv_prefix
 from metalctl.membership.election import LeaderLock, LockTimings
-from tests.integration.consul_dev import consul_dev_agent, deregister, register
+from tests.integration.consul_dev import MEMBER_CHECK, consul_dev_agent, deregister, register
 from tests.integration.memory_swarm import InMemorySwarm, member
 
 
@@ -49,7 +49,12 @@ def one_size(n: int, repeats: int) -> dict[str, float]:
         seen: list[tuple[str, str | None]] = []
         options = ControllerOptions(absent=0, rejoin_after=0)
         ctl = Controller(
-            "bench", ConsulApi(ep), swarm, lock, lambda r: seen.append((r.kind, r.node)), options
+            "bench",
+            ConsulApi(ep, member_check=MEMBER_CHECK),
+            swarm,
+            lock,
+            lambda r: seen.append((r.kind, r.node)),
+            options,
         )
         assert lock.try_acquire()
         ctl._take_over()

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from metalctl.errors import NotFoundError
+from metalctl.errors import ConflictError, NotFoundError
 from metalctl.paths import ClusterPaths, ensure_private_dir, write_private, write_public
 from metalctl.spec import ClusterSpec
 
@@ -238,4 +238,9 @@ def read_controller_token(paths: ClusterPaths) -> str:
             f"cluster has no controller token ({path})",
             hint=f"the cluster was deployed by an older metalctl: run 'metalctl deploy swarm "
             f"--cluster {paths.root.name}' once, which creates it",
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConflictError(
+            f"{path} is not the JSON {{accessor, secret}} metalctl wrote ({exc!r})",
+            hint="restore it from a backup; a new one would not match the token in Consul",
         ) from None

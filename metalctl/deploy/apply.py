@@ -219,22 +219,33 @@ def _verify_registrations(ctx: _Ctx) -> None:
     not find swarm members without a registration: that is what a deregistration looks like.
     """
     want = set(_names(ctx))
-    server = ctx.spec.spec.consul.servers[0]
+    retired = {n.name for n in ctx.store.list_nodes(ctx.spec.name) if n.state == lifecycle.RETIRED}
+    servers = [s for s in ctx.spec.spec.consul.servers if s not in retired]
 
     def all_registered() -> bool:
-        with contextlib.closing(ConsulApi(consul_endpoint(ctx.spec, ctx.paths, server))) as api:
-            _, regs, _ = api.swarm_nodes()
-        missing = want - {r.node for r in regs}
+        missing = want - _registered(ctx, servers)
         if missing:
             raise ClusterAccessError(f"not in the catalog yet: {', '.join(sorted(missing))}")
         return True
 
     wait_for(
         all_registered,
-        what=f"Consul on {server}: a swarm-node registration for each of {len(want)} nodes",
+        what=f"Consul: a swarm-node registration for each of {len(want)} nodes",
         timeout=ctx.options.swarm_timeout,
         interval=1.0,
     )
+
+
+def _registered(ctx: _Ctx, servers: list[str]) -> set[str]:
+    """The nodes with a swarm-node registration, asked of the first server that answers."""
+    errors = []
+    for server in servers:
+        with contextlib.closing(ConsulApi(consul_endpoint(ctx.spec, ctx.paths, server))) as api:
+            try:
+                return {r.node for r in api.swarm_nodes()[1]}
+            except ClusterAccessError as exc:
+                errors.append(exc.message)
+    raise ClusterAccessError("no Consul server answers: " + "; ".join(errors))
 
 
 def _mark_active(ctx: _Ctx) -> None:
@@ -248,8 +259,12 @@ def _mark_active(ctx: _Ctx) -> None:
 
 
 def _mark_failed(ctx: _Ctx, exc: DeployError) -> None:
+    # Only this deploy's nodes: a 'nodes add' waiting for its join is deploying too.
+    mine = set(_names(ctx))
     deploying = [
-        n.name for n in ctx.store.list_nodes(ctx.spec.name) if n.state == lifecycle.DEPLOYING
+        n.name
+        for n in ctx.store.list_nodes(ctx.spec.name)
+        if n.state == lifecycle.DEPLOYING and n.name in mine
     ]
     if not deploying:
         return

@@ -61,9 +61,15 @@ class KvEntry:
 
 
 class ConsulApi:
-    def __init__(self, endpoint: ConsulEndpoint, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: ConsulEndpoint, timeout: float = 10.0, member_check: str = SERF_HEALTH
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        # The node check that proves Consul membership (see parse_registration). Only
+        # catalog-only stand-in nodes (tests, the scale bench) use another: the leader
+        # reaps catalog nodes that carry serfHealth but are not serf members.
+        self.member_check = member_check
         self._http = requests.Session()
         # REQUESTS_CA_BUNDLE must not replace the cluster CA.
         self._http.trust_env = False
@@ -145,7 +151,7 @@ class ConsulApi:
         regs: list[Registration] = []
         problems: list[str] = []
         for entry in resp.json():
-            reg = parse_registration(entry)
+            reg = parse_registration(entry, self.member_check)
             if isinstance(reg, str):
                 problems.append(reg)
             elif reg is not None:
@@ -240,7 +246,9 @@ class ConsulApi:
 _STATUS_RANK: dict[str, int] = {"passing": 0, "warning": 1, "critical": 2}
 
 
-def parse_registration(entry: dict[str, Any]) -> Registration | str | None:
+def parse_registration(
+    entry: dict[str, Any], member_check: str = SERF_HEALTH
+) -> Registration | str | None:
     """One health/service entry -> Registration, a problem text, or None for an entry of a
     node that is not a Consul member.
 
@@ -253,7 +261,7 @@ def parse_registration(entry: dict[str, Any]) -> Registration | str | None:
     """
     node = entry["Node"]["Node"]
     checks = entry.get("Checks") or []
-    if not any(c.get("CheckID") == SERF_HEALTH for c in checks):
+    if not any(c.get("CheckID") == member_check for c in checks):
         return None
     service = entry["Service"]
     role = (service.get("Meta") or {}).get("role")

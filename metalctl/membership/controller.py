@@ -94,6 +94,9 @@ def stop_handler(controller: Controller, stop: threading.Event) -> Callable[...,
     def handle(*_: object) -> None:
         stop.set()
         if controller.waiting:
+            # Once: a second signal (say, during the lock release on the way out) must
+            # not interrupt that too.
+            controller.waiting = False
             raise StopWaiting
 
     return handle

@@ -78,11 +78,10 @@ def add_node(
             hint=f"is a membership controller running? {NO_CONTROLLER_HINT.format(spec.name)}; "
             f"then: metalctl nodes add --cluster {spec.name} --name {name}",
         )
-    except WaitTimeout as exc:
+    except (WaitTimeout, KeyboardInterrupt) as exc:
         # Deployed but not joined: 'failed' (not 'active') until a retry sees it join.
-        lifecycle.transition(
-            store, spec.name, [name], lifecycle.FAILED, "nodes add", error=exc.message
-        )
+        why = exc.message if isinstance(exc, WaitTimeout) else "interrupted waiting for the join"
+        lifecycle.transition(store, spec.name, [name], lifecycle.FAILED, "nodes add", error=why)
         raise
     lifecycle.transition(
         store, spec.name, [name], lifecycle.ACTIVE, "joined the swarm by the controller"

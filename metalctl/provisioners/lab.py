@@ -16,7 +16,7 @@ import ipaddress
 import shutil
 import socket
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,19 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
+@contextlib.contextmanager
+def _docker_refusals(what: str) -> Iterator[None]:
+    """A Docker API refusal (e.g. a container being removed by a concurrent 'lab down')
+    becomes an error that says what was being done, not a traceback."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise ProvisionError(
+            f"Docker refused a step of {what}: {exc.explanation or exc}",
+            hint="re-run the command: it completes what is half made",
+        ) from exc
+
+
 def _home() -> str:
     return str(metalctl_home().resolve())
 
@@ -129,16 +142,10 @@ def lab_up(
     _refuse_other_shapes(store, name, nodes)
     client = docker_client()
     image = lab_image.ensure_image(progress=say)
-    try:
+    with _docker_refusals(f"lab up {name}"):
         subnet = _ensure_network(client, name)
         spec = lab_spec(name, nodes, managers, consul_servers, subnet)
         _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
-    except docker.errors.APIError as exc:
-        # E.g. a container of this name being removed by a concurrent 'lab down'.
-        raise ProvisionError(
-            f"Docker refused a step of 'lab up {name}': {exc.explanation or exc}",
-            hint="re-run 'metalctl lab up' (it completes a half-made lab)",
-        ) from exc
     paths = ClusterPaths.for_cluster(name)
     paths.root.mkdir(parents=True, exist_ok=True)
     # A new lab has new host keys: forget those of an earlier lab at the same addresses.
@@ -181,7 +188,8 @@ def lab_add_node(
         }
     )
     new_spec = spec.with_node(node)  # validated like any spec (duplicates, names)
-    _start_nodes(client, spec.name, [node], image, say, ssh_timeout)
+    with _docker_refusals(f"adding {node.name} to lab {spec.name}"):
+        _start_nodes(client, spec.name, [node], image, say, ssh_timeout)
     lifecycle.register_cluster(
         store, new_spec, initial_state=lifecycle.READY, reason="lab node added", replace=True
     )

@@ -20,6 +20,10 @@ import requests
 from metalctl.paths import metalctl_home
 
 CONSUL_VERSION = "1.8.7"
+# The node check our catalog-only stand-in nodes carry instead of serfHealth: the Consul
+# leader reaps (every 60 s) catalog nodes that have serfHealth but are no serf members.
+# Clients of the stand-ins use ConsulApi(..., member_check=MEMBER_CHECK).
+MEMBER_CHECK = "metalctl-test-member"
 
 
 def consul_binary() -> Path:
@@ -89,9 +93,9 @@ def register(
     *,
     member: bool = True,
 ) -> None:
-    """A catalog registration of ``swarm-node`` as a live node has it: the leader's
-    ``serfHealth`` (passing: the node is a Consul member) and the service's check.
-    ``member=False``: without ``serfHealth``, as a leaving agent's last sync writes it."""
+    """A catalog registration of ``swarm-node`` as a live node has it: a passing
+    membership check (``MEMBER_CHECK``, standing in for the leader's serfHealth) and the
+    service's check. ``member=False``: without it, as a leaving agent's last sync writes it."""
     body = {
         "Node": node,
         "Address": address,
@@ -104,7 +108,7 @@ def register(
         },
         "Checks": [
             *(
-                [{"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"}]
+                [{"CheckID": MEMBER_CHECK, "Name": "membership", "Status": "passing"}]
                 if member
                 else []
             ),

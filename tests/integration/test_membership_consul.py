@@ -23,7 +23,7 @@ from metalctl.membership.controller import (
     stop_handler,
 )
 from metalctl.membership.election import LeaderLock, LockTimings
-from tests.integration.consul_dev import consul_dev_agent, deregister, register
+from tests.integration.consul_dev import MEMBER_CHECK, consul_dev_agent, deregister, register
 from tests.integration.memory_swarm import InMemorySwarm, member
 
 FAST_LOCK = LockTimings(ttl=10, lock_delay=1)
@@ -42,7 +42,7 @@ def http() -> Iterator[requests.Session]:
 
 
 def api(url: str) -> ConsulApi:
-    return ConsulApi(ConsulEndpoint(url=url, token=""))
+    return ConsulApi(ConsulEndpoint(url=url, token=""), member_check=MEMBER_CHECK)
 
 
 def test_registrations_carry_role_address_and_worst_check(
@@ -144,7 +144,7 @@ def controller(url: str, cluster: str, swarm: InMemorySwarm, records: list[Recor
     ep = ConsulEndpoint(url=url, token="")
     lock = LeaderLock(ep, f"{kv_prefix(cluster)}/leader", f"test-{cluster}", FAST_LOCK)
     options = ControllerOptions(grace=2, absent=1, rejoin_after=0, drain_poll=1, max_wait=5)
-    return Controller(cluster, ConsulApi(ep), swarm, lock, records.append, options)
+    return Controller(cluster, api(url), swarm, lock, records.append, options)
 
 
 @contextlib.contextmanager
@@ -224,7 +224,7 @@ def test_sigterm_interrupts_the_blocking_wait_and_hands_the_lock_over(
     ep = ConsulEndpoint(url=consul_url, token="")
     lock = LeaderLock(ep, f"{kv_prefix('c3')}/leader", "test-c3", FAST_LOCK)
     options = ControllerOptions(max_wait=300, resync=3600)  # one wait would last 5 minutes
-    ctl = Controller("c3", ConsulApi(ep), swarm, lock, lambda _: None, options)
+    ctl = Controller("c3", api(consul_url), swarm, lock, lambda _: None, options)
     stop = threading.Event()
 
     def stop_when_waiting() -> None:
