@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import docker.tls
 import requests
 
 from metalctl.errors import ClusterAccessError
-from metalctl.membership.consul_api import ConsulEndpoint
+from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint
 from metalctl.paths import ClusterPaths
 from metalctl.pki import read_controller_token, read_master_token
 from metalctl.spec import ClusterSpec
@@ -97,6 +98,28 @@ def consul_endpoint(
         token=token,
         ca=str(client_dir / "ca.pem"),
         cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
+    )
+
+
+def consul_server_api(
+    spec: ClusterSpec, paths: ClusterPaths, exclude: Collection[str] = ()
+) -> ConsulApi:
+    """The HTTP API of the first Consul server that answers, skipping ``exclude`` (a node
+    being removed, retired ones)."""
+    errors = []
+    for server in spec.spec.consul.servers:
+        if server in exclude:
+            continue
+        api = ConsulApi(consul_endpoint(spec, paths, server))
+        try:
+            api.agent_node()
+            return api
+        except ClusterAccessError as exc:
+            errors.append(exc.message)
+            api.close()
+    raise ClusterAccessError(
+        "no Consul server answers: " + "; ".join(errors) if errors else "no other Consul server",
+        hint="is a Consul quorum up? 'metalctl swarm status'",
     )
 
 

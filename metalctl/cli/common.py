@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +27,16 @@ FILE_OPTION = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="A cluster spec (apiVersion metalctl/v1alpha1, kind Cluster).",
 )
+
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+
+
+def seconds_option(
+    flag: str, default: float, help: str, low: float | None = 0, high: float | None = None
+) -> Callable[[Any], Any]:
+    """A duration flag in seconds, its default shown in --help (every wait has one)."""
+    kind = float if low is None and high is None else click.FloatRange(min=low, max=high)
+    return click.option(flag, type=kind, default=default, show_default=True, help=help)
 
 
 def cluster_from_options(store: Store, cluster: str | None, spec_file: Path | None) -> ClusterSpec:

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options
+from metalctl.cli.common import (
+    CLUSTER_OPTION,
+    FILE_OPTION,
+    QUIET_OPTION,
+    cluster_from_options,
+    seconds_option,
+)
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
 
@@ -19,19 +25,15 @@ def deploy_group() -> None:
 @deploy_group.command("swarm")
 @CLUSTER_OPTION
 @FILE_OPTION
-@click.option(
-    "--ssh-timeout",
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for each node's SSH port.",
-)
-@click.option(
+@seconds_option("--ssh-timeout", 60.0, "Seconds to wait for each node's SSH port.", low=None)
+@seconds_option(
     "--swarm-timeout",
-    default=180.0,
-    show_default=True,
-    help="Seconds to wait for every node to be Ready in the swarm.",
+    180.0,
+    "Seconds to wait for every node to be Ready in the swarm, and again for its Consul "
+    "registration.",
+    low=None,
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@QUIET_OPTION
 @OUTPUT_OPTION
 def deploy_swarm_cmd(
     cluster: str | None,

@@ -80,7 +80,11 @@ def lab_status_cmd(name: str, output: str) -> None:
 @lab_group.command("down")
 @click.option("--name", required=True, help="Lab name.")
 def lab_down_cmd(name: str) -> None:
-    """Remove every container, volume and network of the lab, and forget the cluster."""
+    """Remove every container, volume and network of the lab, and forget the cluster.
+
+    Only objects made from this $METALCTL_HOME: a lab of the same name made from another
+    home is left alone (and listed).
+    """
     from metalctl.provisioners import lab
 
     down = lab.lab_down(Store(), name, progress=ConsoleProgress().message)

@@ -6,6 +6,7 @@ import datetime as dt
 
 import click
 
+from metalctl.cli.common import QUIET_OPTION, seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.errors import NotFoundError, UsageError
 from metalctl.store import Store
@@ -88,14 +89,8 @@ def nodes_show_cmd(name: str, cluster: str | None, output: str) -> None:
     show_default=True,
     help="Swarm role the node registers for in Consul.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for the controller to join the node.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@seconds_option("--timeout", 300.0, "Seconds to wait for the controller to join the node.", low=1)
+@QUIET_OPTION
 @OUTPUT_OPTION
 def nodes_add_cmd(
     cluster: str, name: str | None, role: str, timeout: float, quiet: bool, output: str
@@ -104,7 +99,8 @@ def nodes_add_cmd(
 
     In a lab a new container node is created. The roles register the node in Consul as
     swarm-node with its role; 'metalctl swarm reconcile' (which must be running) joins it.
-    This command issues no swarm join itself.
+    This command issues no swarm join itself. The node is 'active' once joined; on a
+    timeout or Ctrl-C it is 'failed', and the same command with --name retries it.
     """
     from metalctl.cli.progress import ConsoleProgress
     from metalctl.clusters import load_cluster
@@ -136,14 +132,13 @@ def nodes_add_cmd(
     is_flag=True,
     help="Remove even when Swarm or Consul quorum arithmetic refuses it, or the node is dead.",
 )
-@click.option(
+@seconds_option(
     "--timeout",
-    type=click.FloatRange(min=1),
-    default=600.0,
-    show_default=True,
-    help="Seconds to wait for the controller to drain, leave and remove the node.",
+    600.0,
+    "Seconds to wait for the controller to drain, leave and remove the node.",
+    low=1,
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@QUIET_OPTION
 @OUTPUT_OPTION
 def nodes_remove_cmd(
     name: str, cluster: str, force: bool, timeout: float, quiet: bool, output: str

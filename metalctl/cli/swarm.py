@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options
+from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options, seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.paths import ClusterPaths
 from metalctl.store import Store
@@ -92,41 +92,33 @@ def swarm_status_cmd(cluster: str | None, spec_file: Path | None, output: str) -
     "lock is tied to. Default: the master. Run one controller per manager for HA.",
 )
 @click.option("--once", is_flag=True, help="One full pass, then exit (needs the lock free).")
-@click.option(
+@seconds_option(
     "--grace",
-    type=click.FloatRange(min=0),
-    default=300.0,
-    show_default=True,
-    help="Seconds a node may be critical before it is taken out (longer than a reboot).",
+    300.0,
+    "Seconds a node may be critical before it is taken out (longer than a reboot).",
 )
-@click.option(
+@seconds_option(
     "--absent-wait",
-    type=click.FloatRange(min=0),
-    default=15.0,
-    show_default=True,
-    help="Seconds a registration must stay gone before it counts as a deregistration "
+    15.0,
+    "Seconds a registration must stay gone before it counts as a deregistration "
     "(a restarted agent needs a moment to sync its services).",
 )
-@click.option(
+@seconds_option(
     "--rejoin-after",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds a removed node must pass continuously before it rejoins (anti-flap).",
+    30.0,
+    "Seconds a removed node must pass continuously before it rejoins (anti-flap).",
 )
-@click.option(
+@seconds_option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for a drained node's tasks to move before removing it anyway.",
+    300.0,
+    "Seconds to wait for a drained node's tasks to move before removing it anyway.",
 )
-@click.option(
+@seconds_option(
     "--lock-delay",
-    type=click.FloatRange(min=1, max=60),
-    default=10.0,
-    show_default=True,
-    help="Seconds Consul keeps the lock of a dead leader before another may take it.",
+    10.0,
+    "Seconds Consul keeps the lock of a dead leader before another may take it.",
+    low=1,
+    high=60,
 )
 @click.option(
     "--verbose", "-v", is_flag=True, help="Also print a line per pass (what woke it, what it did)."

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from metalctl import lifecycle
-from metalctl.cluster_access import consul_endpoint, docker_for
+from metalctl.cluster_access import consul_server_api, docker_for
 from metalctl.deploy.inventory import ConsulSource, render_inventory
 from metalctl.deploy.phases import ApplyReport, Phase, PhaseProgress, apply
 from metalctl.deploy.runner import PlayResult, TaskEvent, new_run_dir, run_playbook
@@ -23,7 +23,6 @@ from metalctl.errors import (
     HostSetupError,
     MetalctlError,
 )
-from metalctl.membership.consul_api import ConsulApi
 from metalctl.membership.swarm_api import hostname_of
 from metalctl.paths import ClusterPaths, metalctl_home
 from metalctl.pki import ensure_cluster_pki, ensure_cluster_secrets
@@ -70,6 +69,8 @@ class _Ctx:
     consul: ConsulSource | None = None
     play: PlayResult | None = None
     run_dir: Path | None = None
+    retired: frozenset[str] = frozenset()  # read once, at the start
+    names: list[str] = field(default_factory=list)  # the nodes this deploy touches
 
 
 def deploy(
@@ -87,18 +88,27 @@ def deploy(
         options or DeployOptions(),
         progress,
     )
+    ctx.retired = frozenset(
+        n.name for n in store.list_nodes(spec.name) if n.state == lifecycle.RETIRED
+    )
+    only = ctx.options.only  # day 2 ('nodes add'); else every node that is not retired
+    ctx.names = (
+        list(only)
+        if only is not None
+        else [n.name for n in spec.nodes if n.name not in ctx.retired]
+    )
+    # join_by_ansible=False: the controller joins the nodes later, and the caller marks
+    # them active once it has.
+    joins = ctx.options.join_by_ansible
     phases: list[Phase[_Ctx]] = [
         Phase("check nodes", _check_nodes, prepare=_check_states),
         Phase("prepare PKI and secrets", _prepare_pki, prepare=_check_consul_source),
         Phase("mark nodes deploying", _mark_deploying),
         Phase("run workload roles", _run_roles),
-        Phase("verify swarm", _verify_swarm),
+        *([Phase("verify swarm", _verify_swarm)] if joins else []),
         Phase("verify Consul registrations", _verify_registrations),
-        Phase("mark nodes active", _mark_active),
+        *([Phase("mark nodes active", _mark_active)] if joins else []),
     ]
-    if not ctx.options.join_by_ansible:
-        # The controller joins the nodes later; the caller marks them active once it has.
-        phases = [p for p in phases if p.title not in ("verify swarm", "mark nodes active")]
     try:
         report = apply(phases, ctx, progress)
     except DeployError as exc:
@@ -107,21 +117,14 @@ def deploy(
     result = DeployResult(spec.name, workload_name, ctx.run_dir, report=report)
     if ctx.play:
         # Ansible's stats list only hosts with a non-zero count; report every node.
-        result.changed = {n: ctx.play.changed.get(n, 0) for n in _names(ctx)}
+        result.changed = {n: ctx.play.changed.get(n, 0) for n in ctx.names}
     return result
 
 
-def _names(ctx: _Ctx) -> list[str]:
-    """The nodes this deploy touches: ``only``, or every node that is not retired."""
-    if ctx.options.only is not None:
-        return list(ctx.options.only)
-    retired = {n.name for n in ctx.store.list_nodes(ctx.spec.name) if n.state == lifecycle.RETIRED}
-    return [n.name for n in ctx.spec.nodes if n.name not in retired]
-
-
 def _check_states(ctx: _Ctx) -> None:
+    names = set(ctx.names)
     for node in ctx.store.list_nodes(ctx.spec.name):
-        if node.name in _names(ctx) and node.state not in DEPLOYABLE:
+        if node.name in names and node.state not in DEPLOYABLE:
             raise ConflictError(
                 f"node {node.name} is '{node.state}', not ready for a deploy",
                 hint="only ready, active or failed nodes can be deployed",
@@ -145,7 +148,7 @@ def _check_consul_source(ctx: _Ctx) -> None:
 
 def _check_nodes(ctx: _Ctx) -> None:
     """Fail early, per node, when SSH is not answering (rather than deep inside Ansible)."""
-    for node in (ctx.spec.node(n) for n in _names(ctx)):
+    for node in (ctx.spec.node(n) for n in ctx.names):
         wait_for(
             functools.partial(_tcp_open, node.address, node.ssh.port),
             what=f"node {node.name}: SSH on {node.address}:{node.ssh.port}",
@@ -165,7 +168,7 @@ def _mark_deploying(ctx: _Ctx) -> None:
     lifecycle.transition(
         ctx.store,
         ctx.spec.name,
-        _names(ctx),
+        ctx.names,
         lifecycle.DEPLOYING,
         f"deploy {ctx.workload.name} started",
     )
@@ -185,13 +188,13 @@ def _run_roles(ctx: _Ctx) -> None:
         phase="run workload roles",
         on_task=on_task,
         forks=max(5, min(len(ctx.spec.nodes), 25)),
-        limit=_names(ctx),
+        limit=ctx.names,
         extravars={"swarm_join_by_ansible": ctx.options.join_by_ansible},
     )
 
 
 def _verify_swarm(ctx: _Ctx) -> None:
-    want = set(_names(ctx))
+    want = set(ctx.names)
     master = ctx.spec.spec.swarm.master
 
     def all_ready() -> bool:
@@ -218,12 +221,11 @@ def _verify_registrations(ctx: _Ctx) -> None:
     created after it started). A membership controller started right after a deploy must
     not find swarm members without a registration: that is what a deregistration looks like.
     """
-    want = set(_names(ctx))
-    retired = {n.name for n in ctx.store.list_nodes(ctx.spec.name) if n.state == lifecycle.RETIRED}
-    servers = [s for s in ctx.spec.spec.consul.servers if s not in retired]
+    want = set(ctx.names)
 
     def all_registered() -> bool:
-        missing = want - _registered(ctx, servers)
+        with contextlib.closing(consul_server_api(ctx.spec, ctx.paths, ctx.retired)) as api:
+            missing = want - {r.node for r in api.swarm_nodes()[1]}
         if missing:
             raise ClusterAccessError(f"not in the catalog yet: {', '.join(sorted(missing))}")
         return True
@@ -236,23 +238,11 @@ def _verify_registrations(ctx: _Ctx) -> None:
     )
 
 
-def _registered(ctx: _Ctx, servers: list[str]) -> set[str]:
-    """The nodes with a swarm-node registration, asked of the first server that answers."""
-    errors = []
-    for server in servers:
-        with contextlib.closing(ConsulApi(consul_endpoint(ctx.spec, ctx.paths, server))) as api:
-            try:
-                return {r.node for r in api.swarm_nodes()[1]}
-            except ClusterAccessError as exc:
-                errors.append(exc.message)
-    raise ClusterAccessError("no Consul server answers: " + "; ".join(errors))
-
-
 def _mark_active(ctx: _Ctx) -> None:
     lifecycle.transition(
         ctx.store,
         ctx.spec.name,
-        _names(ctx),
+        ctx.names,
         lifecycle.ACTIVE,
         f"deploy {ctx.workload.name} finished",
     )
@@ -260,7 +250,7 @@ def _mark_active(ctx: _Ctx) -> None:
 
 def _mark_failed(ctx: _Ctx, exc: DeployError) -> None:
     # Only this deploy's nodes: a 'nodes add' waiting for its join is deploying too.
-    mine = set(_names(ctx))
+    mine = set(ctx.names)
     deploying = [
         n.name
         for n in ctx.store.list_nodes(ctx.spec.name)

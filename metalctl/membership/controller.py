@@ -257,7 +257,6 @@ class Controller:
         result = plan(regs, members, self.memory, self._policy(), now, scope)
         for note in result.notes:
             self._note(note)
-        self._confirm_lock()
         self.retry = set()
         failed: set[str] = set()
         for action in result.actions:
@@ -297,6 +296,7 @@ class Controller:
         return done
 
     def _save(self, memory: Memory, report: PassReport, now: float) -> None:
+        self._confirm_lock()  # no write for a controller that lost the lead
         prefix = kv_prefix(self.cluster)
         if memory != self.memory:
             self.consul.kv_put(f"{prefix}/memory", json.dumps(memory.to_dict()).encode())

@@ -15,7 +15,17 @@ import time
 from dataclasses import dataclass
 
 from metalctl.errors import ClusterAccessError
-from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint
+from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint, KvEntry
+
+
+def holder_of(entry: KvEntry | None) -> str:
+    """Who holds the lock key: "" when nobody does, "?" when its value is not ours."""
+    if entry is None or not entry.session:
+        return ""
+    try:
+        return str(json.loads(entry.value)["holder"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 @dataclass(frozen=True)
@@ -81,13 +91,7 @@ class LeaderLock:
         self._consul.kv_get(self.key, index=index, wait=timeout)
 
     def current_holder(self) -> str:
-        _, entry = self._consul.kv_get(self.key)
-        if entry is None or not entry.session:
-            return ""
-        try:
-            return str(json.loads(entry.value)["holder"])
-        except (ValueError, KeyError):
-            return "?"
+        return holder_of(self._consul.kv_get(self.key)[1])
 
     def release(self) -> None:
         """Step down cleanly: no lock delay for the next leader."""

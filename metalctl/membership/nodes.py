@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from metalctl import lifecycle
-from metalctl.cluster_access import consul_endpoint, docker_for
+from metalctl.cluster_access import consul_endpoint, consul_server_api, docker_for
 from metalctl.deploy.apply import DeployOptions, DeployProgress, deploy
 from metalctl.errors import ClusterAccessError, ConflictError, UsageError, WaitTimeout
 from metalctl.membership import quorum
@@ -71,7 +71,7 @@ def add_node(
     say(f"waiting up to {timeout:.0f}s for the controller to join {name}")
     try:
         wait_for(
-            functools.partial(_swarm_state_is, spec, name, "ready"),
+            functools.partial(_active_and_ready, spec, name),
             what=f"node {name}: Active and Ready in the swarm",
             timeout=timeout,
             interval=2.0,
@@ -127,7 +127,7 @@ def remove_node(
     if record.state not in (lifecycle.ACTIVE, lifecycle.LEAVING, lifecycle.FAILED):
         raise ConflictError(f"node {name} is '{record.state}'; only active nodes are removed")
     paths = ClusterPaths.for_cluster(spec.name)
-    server = _server_api(spec, paths, exclude=name)
+    server = consul_server_api(spec, paths, exclude={name})
     force_key = f"{kv_prefix(spec.name)}/force/{name}"
     try:
         if not force:
@@ -162,25 +162,6 @@ def remove_node(
 
         lab_remove_node(spec.name, name)
     return NodeChange(spec.name, name, record.role, record.address, lifecycle.RETIRED)
-
-
-def _server_api(spec: ClusterSpec, paths: ClusterPaths, exclude: str) -> ConsulApi:
-    """A Consul server that answers, not the node being removed."""
-    errors = []
-    for server in spec.spec.consul.servers:
-        if server == exclude:
-            continue
-        api = ConsulApi(consul_endpoint(spec, paths, server))
-        try:
-            api.agent_node()
-            return api
-        except ClusterAccessError as exc:
-            errors.append(exc.message)
-            api.close()
-    raise ClusterAccessError(
-        "no Consul server answers: " + "; ".join(errors) if errors else "no other Consul server",
-        hint="is a Consul quorum up? 'metalctl swarm status'",
-    )
 
 
 def _check_quorum(spec: ClusterSpec, server: ConsulApi, name: str) -> None:
@@ -264,9 +245,9 @@ def _swarm_nodes(spec: ClusterSpec, name: str) -> list[dict[str, str]]:
     ]
 
 
-def _swarm_state_is(spec: ClusterSpec, name: str, state: str) -> bool:
+def _active_and_ready(spec: ClusterSpec, name: str) -> bool:
     return any(
-        n["state"] == state and n["availability"] == "active" for n in _swarm_nodes(spec, name)
+        n["state"] == "ready" and n["availability"] == "active" for n in _swarm_nodes(spec, name)
     )
 
 

@@ -9,7 +9,6 @@ installed on the nodes; see docs/membership.md for why.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from metalctl.membership.controller import (
     Record,
     kv_prefix,
 )
-from metalctl.membership.election import LeaderLock, LockTimings
+from metalctl.membership.election import LeaderLock, LockTimings, holder_of
 from metalctl.membership.swarm_api import DockerSwarm
 from metalctl.paths import ClusterPaths
 from metalctl.spec import ClusterSpec
@@ -45,10 +44,6 @@ def manager_addresses(store: Store, spec: ClusterSpec) -> list[str]:
     return [live.get(n) or spec.node(n).address for n in dict.fromkeys(names)]
 
 
-def default_agent(spec: ClusterSpec) -> str:
-    return spec.spec.swarm.master
-
-
 def build_controller(
     store: Store,
     spec: ClusterSpec,
@@ -58,7 +53,7 @@ def build_controller(
     on_record: Callable[[Record], None] | None = None,
     on_pass: Callable[[PassReport], None] | None = None,
 ) -> Controller:
-    agent = agent or default_agent(spec)
+    agent = agent or spec.spec.swarm.master
     if agent not in {n.name for n in spec.nodes}:
         raise UsageError(f"--agent {agent}: cluster {spec.name} has no such node")
     paths = ClusterPaths.for_cluster(spec.name)
@@ -90,10 +85,7 @@ class ControllerStatus:
 
 def controller_status(consul: ConsulApi, cluster: str) -> ControllerStatus:
     prefix = kv_prefix(cluster)
-    _, lock = consul.kv_get(f"{prefix}/leader")
-    leader = ""
-    if lock is not None and lock.session:
-        leader = _json_field(lock.value, "holder")
+    leader = holder_of(consul.kv_get(f"{prefix}/leader")[1])
     status: dict[str, Any] = consul.kv_json(f"{prefix}/status") or {}
     return ControllerStatus(
         leader=leader,
@@ -101,10 +93,3 @@ def controller_status(consul: ConsulApi, cluster: str) -> ControllerStatus:
         last_actions=list(status.get("actions", [])),
         last_errors=list(status.get("errors", [])),
     )
-
-
-def _json_field(raw: bytes, key: str) -> str:
-    try:
-        return str(json.loads(raw)[key])
-    except (ValueError, KeyError, TypeError):
-        return "?"

@@ -56,10 +56,12 @@ class DockerSwarm:
                 raw = api.nodes()
             else:
                 raw = {n["ID"]: n for n in api.nodes(filters={"role": "manager"})}
-                for name in names:
-                    # The name filter matches hostname prefixes too: keep exact matches.
-                    for n in api.nodes(filters={"name": name}):
-                        if hostname_of(n) == name:
+                wanted = sorted(names)
+                # Several name filters are OR-ed: one request per 100 names (URL length).
+                for i in range(0, len(wanted), 100):
+                    for n in api.nodes(filters={"name": wanted[i : i + 100]}):
+                        # The name filter matches hostname prefixes too: keep exact matches.
+                        if hostname_of(n) in names:
                             raw[n["ID"]] = n
                 raw = list(raw.values())
             self._learn_managers(raw)

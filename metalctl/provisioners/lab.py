@@ -100,6 +100,12 @@ def _docker_refusals(what: str) -> Iterator[None]:
         ) from exc
 
 
+def _node_address(subnet: str, index: int) -> str:
+    """Node *index* (1-based) is .10+index in the lab's /24: fixed, so a restarted node
+    keeps its address."""
+    return str(ipaddress.ip_network(subnet).network_address + FIRST_HOST - 1 + index)
+
+
 def _home() -> str:
     return str(metalctl_home().resolve())
 
@@ -178,7 +184,7 @@ def lab_add_node(
             hint="choose another --name, or leave it out for the next free one",
         )
     index = max(_node_index(n) for n in known) + 1
-    address = str(ipaddress.ip_network(subnet).network_address + FIRST_HOST - 1 + index)
+    address = _node_address(subnet, index)
     node = Node.model_validate(
         {
             "name": name or f"{spec.name}-{index}",
@@ -247,7 +253,6 @@ def lab_spec(
     servers = consul_servers if consul_servers is not None else min(managers, 3)
     if servers > nodes:
         raise UsageError(f"--consul-servers {servers} is more than --nodes {nodes}")
-    base = ipaddress.ip_network(subnet).network_address
     names = [f"{name}-{i}" for i in range(1, nodes + 1)]
     body = {
         "apiVersion": API_VERSION,
@@ -256,7 +261,7 @@ def lab_spec(
         "spec": {
             "provisioner": "lab",
             "nodes": [
-                {"name": n, "address": str(base + FIRST_HOST - 1 + i), "labels": {"lab": name}}
+                {"name": n, "address": _node_address(subnet, i), "labels": {"lab": name}}
                 for i, n in enumerate(names, start=1)
             ],
             "swarm": {"master": names[0], "managers": names[:managers]},
