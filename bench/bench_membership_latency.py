@@ -24,9 +24,9 @@ from pathlib import Path
 
 from _common import private_home, run
 
-from metalctl.cluster_access import consul_endpoint, docker_for
-from metalctl.membership.consul_api import ConsulApi, only_nodes
-from metalctl.membership.swarm_api import hostname_of
+from metalctl.clients.consul import ConsulApi, consul_endpoint, only_nodes
+from metalctl.clients.docker import docker_for
+from metalctl.conventions import hostname_of
 from metalctl.paths import ClusterPaths
 from metalctl.spec import parse_spec
 

@@ -25,8 +25,9 @@ from collections.abc import Callable
 import requests
 from _common import REPO  # noqa: F401  (puts the repo on sys.path)
 
-from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint
-from metalctl.membership.controller import Controller, ControllerOptions, kv_prefix
+from metalctl.clients.consul import ConsulApi, ConsulEndpoint
+from metalctl.conventions import kv_prefix
+from metalctl.membership.controller import Controller, ControllerOptions
 from metalctl.membership.election import LeaderLock, LockTimings
 from tests.integration.consul_dev import MEMBER_CHECK, consul_dev_agent, deregister, register
 from tests.integration.memory_swarm import InMemorySwarm, member

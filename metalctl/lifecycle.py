@@ -10,6 +10,7 @@ event (who, when, from, to, why). ``failed`` keeps ``last_error`` and allows a r
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 from metalctl.errors import ConflictError, InvalidTransitionError, NotFoundError
@@ -83,7 +84,8 @@ def register_cluster(
 
     New nodes enter at ``initial_state``; nodes already known keep their state
     (a re-registration must not undo a deploy). ``replace=False`` refuses an
-    existing cluster of another provisioner so that two specs cannot fight over a name.
+    existing cluster of another provisioner so that two specs cannot fight over a name;
+    ``replace=True`` makes this spec the cluster's: nodes it does not list are forgotten.
     """
     now = time.time()
     with store.transaction() as db:
@@ -121,6 +123,26 @@ def register_cluster(
             )
             if existing is None:
                 add_event(db, spec.name, "state", reason, node=node.name, to_state=initial_state)
+        if replace:
+            _forget_unlisted(db, spec, reason)
+
+
+def _forget_unlisted(db: sqlite3.Connection, spec: ClusterSpec, reason: str) -> None:
+    listed = {n.name for n in spec.nodes}
+    rows = db.execute("SELECT name, state FROM nodes WHERE cluster = ?", (spec.name,)).fetchall()
+    for row in rows:
+        if row["name"] in listed:
+            continue
+        db.execute("DELETE FROM facts WHERE cluster = ? AND node = ?", (spec.name, row["name"]))
+        db.execute("DELETE FROM nodes WHERE cluster = ? AND name = ?", (spec.name, row["name"]))
+        add_event(
+            db,
+            spec.name,
+            "forgotten",
+            f"{reason}: not in the new spec",
+            node=row["name"],
+            from_state=row["state"],
+        )
 
 
 def forget_cluster(store: Store, name: str, reason: str) -> None:

@@ -104,7 +104,7 @@ def nodes_add_cmd(
     """
     from metalctl.cli.progress import ConsoleProgress
     from metalctl.clusters import load_cluster
-    from metalctl.membership.nodes import add_node
+    from metalctl.operations.nodes import add_node
 
     store = Store()
     spec = load_cluster(store, cluster, None)
@@ -151,7 +151,7 @@ def nodes_remove_cmd(
     """
     from metalctl.cli.progress import ConsoleProgress
     from metalctl.clusters import load_cluster
-    from metalctl.membership.nodes import remove_node
+    from metalctl.operations.nodes import remove_node
 
     store = Store()
     spec = load_cluster(store, cluster, None)

@@ -24,7 +24,7 @@ def swarm_group() -> None:
 @FILE_OPTION
 def swarm_env_cmd(cluster: str | None, spec_file: Path | None) -> None:
     """Print shell exports for the docker CLI: eval "$(metalctl swarm env -c NAME)"."""
-    from metalctl.cluster_access import docker_env  # lazy: Docker SDK and py-consul
+    from metalctl.clients.docker import docker_env  # lazy: the Docker SDK
 
     spec = cluster_from_options(Store(), cluster, spec_file)
     env = docker_env(spec, ClusterPaths.for_cluster(spec.name))
@@ -39,7 +39,7 @@ def swarm_env_cmd(cluster: str | None, spec_file: Path | None) -> None:
 @OUTPUT_OPTION
 def swarm_status_cmd(cluster: str | None, spec_file: Path | None, output: str) -> None:
     """Show Swarm nodes and Consul members, with quorum and fault tolerance of each."""
-    from metalctl.swarm_status import swarm_status  # lazy: Docker SDK and py-consul
+    from metalctl.operations.status import swarm_status  # lazy: the Docker SDK
 
     spec = cluster_from_options(Store(), cluster, spec_file)
     status = swarm_status(spec, ClusterPaths.for_cluster(spec.name))

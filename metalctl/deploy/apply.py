@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Protocol
 
 from metalctl import lifecycle
-from metalctl.cluster_access import consul_server_api, docker_for
+from metalctl.clients.consul import consul_server_api
+from metalctl.clients.docker import docker_for
+from metalctl.conventions import hostname_of
 from metalctl.deploy.inventory import ConsulSource, render_inventory
+from metalctl.deploy.lock import deploy_lock
 from metalctl.deploy.phases import ApplyReport, Phase, PhaseProgress, apply
 from metalctl.deploy.runner import PlayResult, TaskEvent, new_run_dir, run_playbook
 from metalctl.deploy.workload import Workload, load_workload
@@ -23,7 +26,6 @@ from metalctl.errors import (
     HostSetupError,
     MetalctlError,
 )
-from metalctl.membership.swarm_api import hostname_of
 from metalctl.paths import ClusterPaths, metalctl_home
 from metalctl.pki import ensure_cluster_pki, ensure_cluster_secrets
 from metalctl.spec import ClusterSpec
@@ -109,11 +111,17 @@ def deploy(
         Phase("verify Consul registrations", _verify_registrations),
         *([Phase("mark nodes active", _mark_active)] if joins else []),
     ]
-    try:
-        report = apply(phases, ctx, progress)
-    except DeployError as exc:
-        _mark_failed(ctx, exc)
-        raise
+    with deploy_lock(ctx.paths, f"deploy {workload_name} of {', '.join(ctx.names)}"):
+        try:
+            report = apply(phases, ctx, progress)
+        except DeployError as exc:
+            _mark_failed(ctx, exc.message)
+            raise
+        except BaseException as exc:
+            # Ctrl-C, a crash in the Docker SDK or ansible-runner, a full disk: the nodes
+            # must not stay 'deploying' without a word; the caller still sees the exception.
+            _mark_failed(ctx, _what_happened(exc))
+            raise
     result = DeployResult(spec.name, workload_name, ctx.run_dir, report=report)
     if ctx.play:
         # Ansible's stats list only hosts with a non-zero count; report every node.
@@ -183,7 +191,9 @@ def _run_roles(ctx: _Ctx) -> None:
         project_dir=ctx.workload.directory,
         playbook=ctx.workload.playbook,
         roles_path=ctx.workload.roles_path,
-        inventory=render_inventory(ctx.spec, ctx.paths, ctx.ssh_key, ctx.consul),
+        inventory=render_inventory(
+            ctx.spec, ctx.paths, ctx.ssh_key, ctx.consul, retired=ctx.retired
+        ),
         known_hosts=ctx.paths.known_hosts,
         phase="run workload roles",
         on_task=on_task,
@@ -248,7 +258,13 @@ def _mark_active(ctx: _Ctx) -> None:
     )
 
 
-def _mark_failed(ctx: _Ctx, exc: DeployError) -> None:
+def _what_happened(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "deploy interrupted (Ctrl-C or SIGINT)"
+    return f"deploy stopped by an unexpected {type(exc).__name__}: {exc}"
+
+
+def _mark_failed(ctx: _Ctx, error: str) -> None:
     # Only this deploy's nodes: a 'nodes add' waiting for its join is deploying too.
     mine = set(ctx.names)
     deploying = [
@@ -266,7 +282,7 @@ def _mark_failed(ctx: _Ctx, exc: DeployError) -> None:
             deploying,
             lifecycle.FAILED,
             f"deploy {ctx.workload.name} failed",
-            error=exc.message,
+            error=error,
         )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metalctl.membership.controller import kv_prefix
+from metalctl.conventions import SWARM_NODE_SERVICE, kv_prefix
 from metalctl.paths import ClusterPaths
 from metalctl.pki import node_cert_paths, secret_paths
 from metalctl.spec import ClusterSpec
@@ -31,9 +31,12 @@ def render_inventory(
     ssh_key: Path,
     consul: ConsulSource,
     limit: list[str] | None = None,
+    retired: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
+    """``retired`` nodes are left out whole: a play must not, e.g., re-create the Consul
+    token that 'nodes remove' revoked."""
     sw, cs = spec.spec.swarm, spec.spec.consul
-    wanted = [n for n in spec.nodes if limit is None or n.name in limit]
+    wanted = [n for n in spec.nodes if n.name not in retired and (limit is None or n.name in limit)]
     hosts: dict[str, Any] = {}
     for node in wanted:
         certs = node_cert_paths(paths, node.name)
@@ -76,7 +79,7 @@ def render_inventory(
         "consul_controller_token_file": str(secrets.controller_token),
         "consul_controller_kv_prefix": kv_prefix(spec.name),
         "swarm_master": sw.master,
-        "swarm_consul_service_name": "swarm-node",
+        "swarm_consul_service_name": SWARM_NODE_SERVICE,
     }
     names = set(hosts)
     # spec.swarm.managers (master included) first, then managers added on day 2.

@@ -5,6 +5,7 @@
 actions builds on these; nothing here does I/O.
 """
 
+from metalctl.conventions import Registration
 from metalctl.membership.plan import (
     Action,
     Event,
@@ -12,7 +13,6 @@ from metalctl.membership.plan import (
     NodeMemory,
     Plan,
     Policy,
-    Registration,
     SwarmMember,
     plan,
 )

@@ -20,17 +20,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from metalctl.clients.consul import UNHEALTHY, ConsulApi, only_nodes
+from metalctl.conventions import Registration, kv_prefix
 from metalctl.errors import ClusterAccessError, ConflictError
-from metalctl.membership.consul_api import UNHEALTHY, ConsulApi, only_nodes
 from metalctl.membership.election import LeaderLock
-from metalctl.membership.plan import Action, Event, Memory, Policy, Registration, plan
+from metalctl.membership.plan import Action, Event, Memory, Policy, plan
 from metalctl.membership.swarm_api import SwarmOps
 
 _SECONDS = re.compile(r"\d+s\b")
-
-
-def kv_prefix(cluster: str) -> str:
-    return f"metalctl/{cluster}/controller"
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from metalctl.clients.consul import ConsulApi, ConsulEndpoint, KvEntry
 from metalctl.errors import ClusterAccessError
-from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint, KvEntry
 
 
 def holder_of(entry: KvEntry | None) -> str:

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
+from metalctl.conventions import Registration, Role
 from metalctl.membership.quorum import CONSUL_SERVERS, SWARM_MANAGERS, QuorumVerdict, removal_check
 
-Role = Literal["manager", "worker"]
-Health = Literal["passing", "warning", "critical"]
 ActionKind = Literal["join", "drain", "leave_and_remove", "demote", "refuse"]
 EventKind = Literal[
     "grace",
@@ -32,16 +31,6 @@ EventKind = Literal[
     "role_mismatch",
     "duplicate",
 ]
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A ``swarm-node`` service in Consul; a node without one is deregistered."""
-
-    node: str
-    address: str
-    role: Role
-    status: Health
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from metalctl import lifecycle
-from metalctl.cluster_access import consul_endpoint
+from metalctl.clients.consul import ConsulApi, consul_endpoint
+from metalctl.conventions import kv_prefix
 from metalctl.errors import UsageError
-from metalctl.membership.consul_api import ConsulApi
 from metalctl.membership.controller import (
     Controller,
     ControllerOptions,
     PassReport,
     Record,
-    kv_prefix,
 )
 from metalctl.membership.election import LeaderLock, LockTimings, holder_of
 from metalctl.membership.swarm_api import DockerSwarm

@@ -16,18 +16,13 @@ import docker
 import docker.errors
 import requests
 
-from metalctl.cluster_access import docker_api_at
+from metalctl.clients.docker import docker_api_at
+from metalctl.conventions import SWARM_PORT, hostname_of, manager_up
 from metalctl.errors import ClusterAccessError
 from metalctl.membership.plan import Action, SwarmMember
 
-SWARM_PORT = 2377
 ALREADY = "already"  # _forget_stale_swarm: the node is a member, nothing to join
 _ACCESS = (docker.errors.DockerException, requests.RequestException, OSError)
-
-
-def hostname_of(raw: dict[str, Any]) -> str:
-    """A node's hostname; "" for a node that joined a moment ago and has not reported it."""
-    return str((raw.get("Description") or {}).get("Hostname", ""))
 
 
 class SwarmOps(Protocol):
@@ -94,11 +89,7 @@ class DockerSwarm:
         )
 
     def _learn_managers(self, raw: list[dict[str, Any]]) -> None:
-        seen = [
-            n["ManagerStatus"]["Addr"].rsplit(":", 1)[0]
-            for n in raw
-            if n.get("ManagerStatus", {}).get("Reachability") == "reachable"
-        ]
+        seen = [n["ManagerStatus"]["Addr"].rsplit(":", 1)[0] for n in raw if manager_up(n)]
         self._managers = list(dict.fromkeys(self._managers[:1] + seen + self._managers))
         self._reachable = seen
 

@@ -16,7 +16,7 @@ import ipaddress
 import shutil
 import socket
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,6 @@ import yaml
 from metalctl import lifecycle
 from metalctl.errors import (
     ConflictError,
-    HostSetupError,
     NotFoundError,
     ProvisionError,
     SpecError,
@@ -35,6 +34,8 @@ from metalctl.errors import (
 )
 from metalctl.paths import ClusterPaths, metalctl_home, write_public
 from metalctl.provisioners import lab_image
+from metalctl.provisioners.base import Capabilities, PowerAction, Provisioner, Say, ssh_banner
+from metalctl.provisioners.lab_engine import engine_client
 from metalctl.spec import API_VERSION, ClusterSpec, Node, parse_spec
 from metalctl.sshkeys import public_key
 from metalctl.store import Store
@@ -76,15 +77,7 @@ class LabStatus:
 
 
 def docker_client() -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise HostSetupError(
-            f"cannot reach the Docker daemon on this host: {exc}",
-            hint="run 'make setup' (installs docker.io and starts dockerd)",
-        ) from exc
-    return client
+    return engine_client()
 
 
 @contextlib.contextmanager
@@ -234,7 +227,7 @@ def _start_nodes(
         container = client.containers.get(node.name)
         _install_key(container, key)
         wait_for(
-            functools.partial(_ssh_banner, node.address),
+            functools.partial(ssh_banner, node.address),
             what=f"node {node.name}: sshd answering on {node.address}:22",
             timeout=ssh_timeout,
             interval=0.5,
@@ -279,6 +272,19 @@ def lab_spec(
         }
         text = "; ".join(f"{flags.get(f, f)}: {m}" for f, m in exc.problems)
         raise UsageError(text) from exc
+
+
+def _refuse_non_lab(store: Store, name: str) -> None:
+    if name not in {c.name for c in store.list_clusters()}:
+        return
+    provisioner = store.get_cluster(name).provisioner
+    if provisioner != "lab":
+        raise ConflictError(
+            f"cluster '{name}' is not a lab (provisioner '{provisioner}'); 'lab down' removes "
+            "only labs, and leaves its nodes, PKI and secrets alone",
+            hint=f"its state is in {ClusterPaths.for_cluster(name).root}; to retire its "
+            "nodes use 'metalctl nodes remove'",
+        )
 
 
 def _refuse_other_shapes(store: Store, name: str, nodes: int) -> None:
@@ -329,8 +335,13 @@ class LabDown:
 
 
 def lab_down(store: Store, name: str, progress: Progress | None = None) -> LabDown:
-    """Remove every container, volume and network of the lab, then forget the cluster."""
+    """Remove every container, volume and network of the lab, then forget the cluster.
+
+    A cluster of that name that is not a lab (a rack registered with -f) is refused: its
+    state folder holds the CA, the Consul management token and the gossip key.
+    """
     say = progress or (lambda _m: None)
+    _refuse_non_lab(store, name)
     client = docker_client()
     removed: list[str] = []
     others: list[str] = []
@@ -495,11 +506,6 @@ def _install_key(container: Any, key: str) -> None:
         raise ProvisionError(f"could not install metalctl's SSH key on {container.name}")
 
 
-def _ssh_banner(address: str) -> bool:
-    with socket.create_connection((address, 22), timeout=2) as sock:
-        return sock.recv(8).startswith(b"SSH-")
-
-
 def _exited(container: Any) -> str | None:
     container.reload()
     if container.status in ("exited", "dead"):
@@ -510,3 +516,76 @@ def _exited(container: Any) -> str | None:
 def _node_index(name: str) -> int:
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+# --- the provisioner interface ---------------------------------------------------------------
+
+
+class LabProvisioner:
+    name = "lab"
+    capabilities = Capabilities(creates_machines=True, power=True, installs_os=False)
+
+    def enroll(
+        self, store: Store, spec: ClusterSpec, reason: str, *, replace: bool = False
+    ) -> None:
+        """A lab's machines are made by 'lab up'; a spec file may only re-register them."""
+        if spec.name not in {c.name for c in store.list_clusters()}:
+            raise ConflictError(
+                f"cluster '{spec.name}' says provisioner 'lab', but no lab of that name exists",
+                hint=f"make it with 'metalctl lab up --name {spec.name}'",
+            )
+        lifecycle.register_cluster(
+            store, spec, initial_state=lifecycle.READY, reason=reason, replace=replace
+        )
+
+    def provision(self, store: Store, spec: ClusterSpec, names: Sequence[str], say: Say) -> None:
+        """Lab machines have their OS from the image: start stopped ones, wait for SSH."""
+        client = docker_client()
+        with _docker_refusals(f"provisioning lab {spec.name}"):
+            for name in names:
+                container = _own_container(client, spec.name, name)
+                if container.status != "running":
+                    say(f"{name}: starting its container")
+                    container.start()
+                wait_for(
+                    functools.partial(ssh_banner, spec.node(name).address),
+                    what=f"node {name}: sshd answering on {spec.node(name).address}:22",
+                    timeout=SSH_WAIT_SECONDS,
+                    interval=0.5,
+                    abort=functools.partial(_exited, container),
+                )
+
+    def add_machine(
+        self, store: Store, spec: ClusterSpec, role: str, name: str | None, say: Say
+    ) -> ClusterSpec:
+        return lab_add_node(store, spec, role, name, progress=say)
+
+    def power(self, spec: ClusterSpec, node: str, action: PowerAction) -> None:
+        client = docker_client()
+        with _docker_refusals(f"power {action} of {node}"):
+            container = _own_container(client, spec.name, node)
+            if action == "off":
+                container.stop(timeout=30)
+            elif action == "on":
+                container.start()
+            else:
+                container.restart(timeout=30)
+
+    def release(self, store: Store, spec: ClusterSpec, node: str) -> None:
+        lab_remove_node(spec.name, node)
+
+
+def _own_container(client: docker.DockerClient, lab: str, node: str) -> Any:
+    try:
+        container = client.containers.get(node)
+    except docker.errors.NotFound:
+        raise NotFoundError(
+            f"lab {lab} has no container for node {node}",
+            hint=f"'metalctl lab status --name {lab}' shows what exists",
+        ) from None
+    if container.labels.get(LABEL) != lab or _other_home(container.labels):
+        raise ConflictError(f"container '{node}' is not part of lab '{lab}'; left alone")
+    return container
+
+
+PROVISIONER: Provisioner = LabProvisioner()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from metalctl.errors import HostSetupError, ProvisionError
+from metalctl.provisioners.lab_engine import cli_env
 
 IMAGE = "metalctl/lab-node:bookworm"
 SUITE = "bookworm"
@@ -59,6 +60,7 @@ def image_is_current(mirror: str = DEFAULT_MIRROR) -> bool:
         ["docker", "image", "inspect", "-f", '{{ index .Config.Labels "metalctl.recipe" }}', IMAGE],
         capture_output=True,
         text=True,
+        env=cli_env(),
     )
     return out.returncode == 0 and out.stdout.strip() == recipe_hash(mirror)
 
@@ -141,6 +143,7 @@ def import_rootfs(root: Path, recipe: str) -> None:
         stdin=tar.stdout,
         capture_output=True,
         text=True,
+        env=cli_env(),
     )
     if tar.stdout:
         tar.stdout.close()

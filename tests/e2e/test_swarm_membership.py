@@ -80,8 +80,7 @@ def active(lab: Lab, node: str) -> bool:
 
 
 def registered(lab: Lab) -> set[str]:
-    from metalctl.cluster_access import consul_endpoint
-    from metalctl.membership.consul_api import ConsulApi
+    from metalctl.clients.consul import ConsulApi, consul_endpoint
     from metalctl.paths import ClusterPaths
     from metalctl.spec import parse_spec
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint
+from metalctl.clients.consul import ConsulApi, ConsulEndpoint
+from metalctl.conventions import kv_prefix
 from metalctl.membership.controller import (
     Controller,
     ControllerOptions,
     Record,
-    kv_prefix,
     stop_handler,
 )
 from metalctl.membership.election import LeaderLock, LockTimings

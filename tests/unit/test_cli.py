@@ -96,7 +96,7 @@ def test_membership_commands_refuse_bad_input_before_touching_anything(tmp_path:
     ghost = metalctl("nodes", "add", "-c", "ghost", home=home)
     assert ghost.returncode == 4 and "no cluster named 'ghost'" in ghost.stderr
     no_name = metalctl("nodes", "add", "-c", "rack1", home=home)
-    assert no_name.returncode == 2 and "not a lab" in no_name.stderr
+    assert no_name.returncode == 2 and "does not create machines" in no_name.stderr
     master = metalctl("nodes", "remove", "n1", "-c", "rack1", home=home)
     assert master.returncode == 5 and "master" in master.stderr
     not_active = metalctl("nodes", "remove", "n4", "-c", "rack1", home=home)

@@ -11,23 +11,23 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
+from metalctl.conventions import SERF_HEALTH, SWARM_NODE_SERVICE, Registration, parse_registration
 from metalctl.errors import ClusterAccessError
-from metalctl.membership.plan import Health, Registration, Role
+from metalctl.paths import ClusterPaths
+from metalctl.pki import read_controller_token, read_master_token
+from metalctl.spec import ClusterSpec
 
-SERVICE = "swarm-node"
+SERVICE = SWARM_NODE_SERVICE
 # Server-side filter: entries with any critical or warning check (a check list matches
 # when any of its elements does). Consul 1.8 cannot filter on ModifyIndex, so "what is
 # unhealthy now" is the smallest view that still shows most changes.
 UNHEALTHY = 'Checks.Status == "critical" or Checks.Status == "warning"'
-
-
-# The check the Consul leader keeps on every node that is a live member of the cluster.
-SERF_HEALTH = "serfHealth"
 
 
 def only_nodes(names: set[str]) -> str:
@@ -182,6 +182,18 @@ class ConsulApi:
         cfg = self._call("GET", "operator/raft/configuration").json()
         return [s["Node"] for s in cfg.get("Servers", []) if s.get("Voter")]
 
+    def members(self) -> list[dict[str, Any]]:
+        """The LAN gossip members this agent sees (Name, Addr, Status, Tags)."""
+        return list(self._call("GET", "agent/members").json())
+
+    def leader(self) -> str:
+        """The Raft leader's address:port, "" while there is none."""
+        return str(self._call("GET", "status/leader").json() or "")
+
+    def acl_token_delete(self, accessor: str) -> None:
+        """Revoke a token (a removed node's): it gets 403 from then on. Gone already is fine."""
+        self._call("DELETE", f"acl/token/{accessor}", ok404=True)
+
     def alive_servers(self) -> set[str]:
         """Voters autopilot considers healthy (serf alive, in contact with the leader)."""
         # 429 means "unhealthy cluster" but still carries the per-server list (or null
@@ -243,40 +255,50 @@ class ConsulApi:
         return json.loads(entry.value) if entry and entry.value else None
 
 
-_STATUS_RANK: dict[str, int] = {"passing": 0, "warning": 1, "critical": 2}
-
-
-def parse_registration(
-    entry: dict[str, Any], member_check: str = SERF_HEALTH
-) -> Registration | str | None:
-    """One health/service entry -> Registration, a problem text, or None for an entry of a
-    node that is not a Consul member.
-
-    Membership is the leader's ``serfHealth`` check, not the catalog entry alone: when an
-    agent leaves, the leader deregisters its node, but the leaving agent's last
-    anti-entropy sync can write node and service back (without ``serfHealth``), and they
-    stay until the leader's next reconcile, up to a minute later. Counting such an entry
-    would cancel the deregistration and delay the removal by that minute. A joining node
-    gets ``serfHealth`` from the leader at its join, before its agent syncs services.
-    """
-    node = entry["Node"]["Node"]
-    checks = entry.get("Checks") or []
-    if not any(c.get("CheckID") == member_check for c in checks):
-        return None
-    service = entry["Service"]
-    role = (service.get("Meta") or {}).get("role")
-    if role not in ("manager", "worker"):
-        return f"{node}: swarm-node registration has meta role {role!r}, not manager/worker"
-    # The worst check wins (node checks such as serfHealth count too); maintenance
-    # mode is a critical check, so a node in maintenance counts as down.
-    worst = max((_STATUS_RANK.get(c["Status"], 2) for c in checks), default=0)
-    status: Health = ("passing", "warning", "critical")[worst]
-    address = service.get("Address") or entry["Node"]["Address"]
-    typed_role: Role = role
-    return Registration(node, address, typed_role, status)
-
-
 def _wait_param(seconds: float) -> str:
     """A blocking query's wait in milliseconds, rounded up: whole seconds would wake a
     timer up to a second early, and then once more."""
     return f"{max(100, math.ceil(seconds * 1000))}ms"
+
+
+# --- a deployed cluster's Consul -------------------------------------------------------
+
+CONSUL_HTTPS_PORT = 8501
+
+
+def consul_endpoint(
+    spec: ClusterSpec, paths: ClusterPaths, node: str, *, as_controller: bool = False
+) -> ConsulEndpoint:
+    """The HTTPS API of ``node``'s Consul agent, with the admin client cert and a token
+    read from its 0600 file: the management token for operator commands, or with
+    ``as_controller`` the membership controller's narrow one."""
+    client_dir = paths.docker_client
+    token = read_controller_token(paths) if as_controller else read_master_token(paths)
+    return ConsulEndpoint(
+        url=f"https://{spec.node(node).address}:{CONSUL_HTTPS_PORT}",
+        token=token,
+        ca=str(client_dir / "ca.pem"),
+        cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
+    )
+
+
+def consul_server_api(
+    spec: ClusterSpec, paths: ClusterPaths, exclude: Collection[str] = ()
+) -> ConsulApi:
+    """The HTTP API of the first Consul server that answers, skipping ``exclude`` (a node
+    being removed, retired ones)."""
+    errors = []
+    for server in spec.spec.consul.servers:
+        if server in exclude:
+            continue
+        api = ConsulApi(consul_endpoint(spec, paths, server))
+        try:
+            api.agent_node()
+            return api
+        except ClusterAccessError as exc:
+            errors.append(exc.message)
+            api.close()
+    raise ClusterAccessError(
+        "no Consul server answers: " + "; ".join(errors) if errors else "no other Consul server",
+        hint="is a Consul quorum up? 'metalctl swarm status'",
+    )

@@ -1,25 +1,19 @@
-"""Clients for a deployed cluster's APIs, always over mutual TLS with the cluster CA."""
+"""Docker API clients for a deployed cluster, always over mutual TLS with the cluster CA."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import consul
 import docker
 import docker.errors
 import docker.tls
 import requests
 
 from metalctl.errors import ClusterAccessError
-from metalctl.membership.consul_api import ConsulApi, ConsulEndpoint
 from metalctl.paths import ClusterPaths
-from metalctl.pki import read_controller_token, read_master_token
 from metalctl.spec import ClusterSpec
 
-CONSUL_HTTPS_PORT = 8501
 DOCKER_API = "1.41"
 
 
@@ -85,66 +79,8 @@ def _tls(client_dir: Path) -> docker.tls.TLSConfig:
     )
 
 
-def consul_endpoint(
-    spec: ClusterSpec, paths: ClusterPaths, node: str, *, as_controller: bool = False
-) -> ConsulEndpoint:
-    """The HTTPS API of ``node``'s Consul agent, with the admin client cert and a token
-    read from its 0600 file: the management token for operator commands, or with
-    ``as_controller`` the membership controller's narrow one."""
-    client_dir = paths.docker_client
-    token = read_controller_token(paths) if as_controller else read_master_token(paths)
-    return ConsulEndpoint(
-        url=f"https://{spec.node(node).address}:{CONSUL_HTTPS_PORT}",
-        token=token,
-        ca=str(client_dir / "ca.pem"),
-        cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
-    )
-
-
-def consul_server_api(
-    spec: ClusterSpec, paths: ClusterPaths, exclude: Collection[str] = ()
-) -> ConsulApi:
-    """The HTTP API of the first Consul server that answers, skipping ``exclude`` (a node
-    being removed, retired ones)."""
-    errors = []
-    for server in spec.spec.consul.servers:
-        if server in exclude:
-            continue
-        api = ConsulApi(consul_endpoint(spec, paths, server))
-        try:
-            api.agent_node()
-            return api
-        except ClusterAccessError as exc:
-            errors.append(exc.message)
-            api.close()
-    raise ClusterAccessError(
-        "no Consul server answers: " + "; ".join(errors) if errors else "no other Consul server",
-        hint="is a Consul quorum up? 'metalctl swarm status'",
-    )
-
-
-def consul_for(spec: ClusterSpec, paths: ClusterPaths, node: str | None = None) -> Any:
-    target = spec.node(node or spec.spec.consul.servers[0])
-    client_dir = paths.docker_client
-    token = read_master_token(paths)
-    client = consul.Consul(
-        host=target.address,
-        port=CONSUL_HTTPS_PORT,
-        scheme="https",
-        verify=str(client_dir / "ca.pem"),
-        cert=(str(client_dir / "cert.pem"), str(client_dir / "key.pem")),
-        token=token,
-        connections_timeout=10,
-    )
-    # py-consul forgets the token on some endpoints (agent members, operator raft); a
-    # session header sends it on every request.
-    client.http.session.headers["X-Consul-Token"] = token
-    return client
-
-
 ACCESS_ERRORS: tuple[type[BaseException], ...] = (
     docker.errors.DockerException,
     requests.RequestException,
-    consul.ConsulException,
     OSError,
 )

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from metalctl import lifecycle
-from metalctl.cluster_access import consul_endpoint, consul_server_api, docker_for
+from metalctl import lifecycle, provisioners
+from metalctl.clients.consul import ConsulApi, consul_endpoint, consul_server_api
+from metalctl.clients.docker import docker_for
+from metalctl.conventions import hostname_of, kv_prefix, manager_up
 from metalctl.deploy.apply import DeployOptions, DeployProgress, deploy
 from metalctl.errors import ClusterAccessError, ConflictError, UsageError, WaitTimeout
 from metalctl.membership import quorum
-from metalctl.membership.consul_api import ConsulApi
-from metalctl.membership.controller import kv_prefix
 from metalctl.membership.runtime import controller_status
-from metalctl.membership.swarm_api import hostname_of
 from metalctl.paths import ClusterPaths
+from metalctl.pki import secret_paths
 from metalctl.spec import ClusterSpec
 from metalctl.store import Store
 from metalctl.wait import wait_for
@@ -52,13 +53,13 @@ def add_node(
     progress: DeployProgress | None = None,
 ) -> NodeChange:
     known = {n.name for n in store.list_nodes(spec.name)}
-    if spec.spec.provisioner == "lab" and (name is None or name not in known):
-        from metalctl.provisioners.lab import lab_add_node  # lazy: the Docker SDK
-
-        spec = lab_add_node(store, spec, role, name, progress=say)
+    backend = provisioners.get(spec.spec.provisioner)
+    if backend.capabilities.creates_machines and (name is None or name not in known):
+        spec = backend.add_machine(store, spec, role, name, say)
         name = spec.nodes[-1].name
     else:
-        # Outside a lab, or a retry of an add that failed after its node was made.
+        # A backend that takes machines the spec names, or a retry of an add that failed
+        # after its machine was made.
         name = _ready_node(store, spec, name, role)
     say(f"running the roles on {name} (registers it in Consul; the controller joins it)")
     deploy(
@@ -90,10 +91,11 @@ def add_node(
 
 
 def _ready_node(store: Store, spec: ClusterSpec, name: str | None, role: str) -> str:
-    """Outside a lab the machine must already be in the spec and the store, ready."""
+    """The machine must already be in the spec and the store, ready."""
     if name is None:
         raise UsageError(
-            f"cluster {spec.name} is not a lab: give --name of a ready node from its spec"
+            f"cluster {spec.name}'s provisioner '{spec.spec.provisioner}' does not create "
+            "machines: give --name of a ready node from its spec"
         )
     record = store.get_node(spec.name, name)
     # deploying: an add interrupted while it waited for the controller.
@@ -151,17 +153,26 @@ def remove_node(
             interval=2.0,
             hint=f"see 'metalctl events --cluster {spec.name}'; re-run to keep waiting",
         )
+        _revoke_consul_token(server, paths, name)
+        say(f"{name}: its Consul token is revoked")
         lifecycle.transition(store, spec.name, [name], lifecycle.RETIRED, "removed from swarm")
     finally:
         if force:
             with contextlib.suppress(ClusterAccessError):  # the quorum bypass is one-shot
                 server.kv_delete(force_key)
         server.close()
-    if spec.spec.provisioner == "lab":
-        from metalctl.provisioners.lab import lab_remove_node
-
-        lab_remove_node(spec.name, name)
+    provisioners.get(spec.spec.provisioner).release(store, spec, name)
     return NodeChange(spec.name, name, record.role, record.address, lifecycle.RETIRED)
+
+
+def _revoke_consul_token(server: ConsulApi, paths: ClusterPaths, name: str) -> None:
+    """A removed node's agent token stops working (403), so the machine, or whoever has
+    its disk, cannot act in Consul as that node any more. The entry stays in the tokens
+    file: a later 'nodes add' of the same machine re-creates the token from it."""
+    tokens = json.loads(secret_paths(paths).acl_tokens.read_text())
+    accessor = (tokens.get(name) or {}).get("accessor")
+    if accessor:
+        server.acl_token_delete(str(accessor))
 
 
 def _check_quorum(spec: ClusterSpec, server: ConsulApi, name: str) -> None:
@@ -171,14 +182,10 @@ def _check_quorum(spec: ClusterSpec, server: ConsulApi, name: str) -> None:
         raw = client.api.nodes(filters={"role": "manager"})
     finally:
         client.close()
-    managers = {hostname_of(n): n.get("ManagerStatus") or {} for n in raw}
+    managers = {hostname_of(n): manager_up(n) for n in raw}
     verdicts = []
     if name in managers:
-        up = [
-            h
-            for h, m in managers.items()
-            if m.get("Leader") or m.get("Reachability") == "reachable"
-        ]
+        up = [h for h, is_up in managers.items() if is_up]
         verdicts.append(
             quorum.removal_check(
                 quorum.SWARM_MANAGERS,

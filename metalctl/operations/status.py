@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
-from metalctl.cluster_access import ACCESS_ERRORS, consul_endpoint, consul_for, docker_for
+from metalctl.clients.consul import consul_server_api
+from metalctl.clients.docker import ACCESS_ERRORS, docker_for
+from metalctl.conventions import hostname_of, manager_up
 from metalctl.errors import ClusterAccessError
 from metalctl.membership import quorum
-from metalctl.membership.consul_api import ConsulApi
 from metalctl.membership.runtime import ControllerStatus, controller_status
-from metalctl.membership.swarm_api import hostname_of
 from metalctl.paths import ClusterPaths
 from metalctl.spec import ClusterSpec
 
@@ -78,33 +80,15 @@ def swarm_status(spec: ClusterSpec, paths: ClusterPaths) -> SwarmStatus:
             hint="is the cluster deployed? 'metalctl deploy swarm'",
         ) from exc
     nodes = [_swarm_node(n) for n in raw_nodes]
-    managers = [n for n in nodes if n.role == "manager"]
-    swarm_q = Quorum(
-        len(managers), sum(1 for n in managers if n.manager_status in ("leader", "reachable"))
-    )
-    try:
-        c = consul_for(spec, paths)
-        members = [
-            ConsulMember(
-                m["Name"],
-                m["Addr"],
-                _CONSUL_STATUS.get(m["Status"], str(m["Status"])),
-                "server" if m.get("Tags", {}).get("role") == "consul" else "client",
-            )
-            for m in c.agent.members()
-        ]
-        raft = c.operator.raft_config()
-        leader = c.status.leader()
-        api = ConsulApi(consul_endpoint(spec, paths, spec.spec.consul.servers[0]))
+    managers = [n for n in raw_nodes if n["Spec"]["Role"] == "manager"]
+    swarm_q = Quorum(len(managers), sum(1 for n in managers if manager_up(n)))
+    with contextlib.closing(consul_server_api(spec, paths)) as api:
+        members = [_consul_member(m) for m in api.members()]
+        voters = api.raft_voters()
+        leader = api.leader()
         controller = controller_status(api, spec.name)
-        api.close()
-    except ACCESS_ERRORS as exc:
-        raise ClusterAccessError(
-            f"cannot read Consul on {spec.spec.consul.servers[0]}: {exc}"
-        ) from exc
-    voters = [s for s in raft.get("Servers", []) if s.get("Voter")]
     alive = {m.name for m in members if m.status == "alive"}
-    consul_q = Quorum(len(voters), sum(1 for s in voters if s.get("Node") in alive))
+    consul_q = Quorum(len(voters), sum(1 for v in voters if v in alive))
     return SwarmStatus(
         cluster=spec.name,
         master=spec.spec.swarm.master,
@@ -113,14 +97,22 @@ def swarm_status(spec: ClusterSpec, paths: ClusterPaths) -> SwarmStatus:
         swarm_quorum=swarm_q,
         consul_quorum=consul_q,
         consul_leader=next(
-            (m.name for m in members if leader and str(leader).startswith(m.address + ":")),
-            str(leader),
+            (m.name for m in members if leader and leader.startswith(m.address + ":")), leader
         ),
         controller=controller,
     )
 
 
-def _swarm_node(raw: dict) -> SwarmNode:  # type: ignore[type-arg]
+def _consul_member(raw: dict[str, Any]) -> ConsulMember:
+    return ConsulMember(
+        raw["Name"],
+        raw["Addr"],
+        _CONSUL_STATUS.get(raw["Status"], str(raw["Status"])),
+        "server" if (raw.get("Tags") or {}).get("role") == "consul" else "client",
+    )
+
+
+def _swarm_node(raw: dict[str, Any]) -> SwarmNode:
     manager = raw.get("ManagerStatus") or {}
     mstatus = "leader" if manager.get("Leader") else manager.get("Reachability", "")
     return SwarmNode(

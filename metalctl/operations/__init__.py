@@ -1,0 +1,1 @@
+"""Operations: what one CLI command does, composed from provisioners, deploy and membership."""
