@@ -14,6 +14,7 @@ from metalctl import __version__
 from metalctl.cli.deploy import deploy_group
 from metalctl.cli.events import events_cmd
 from metalctl.cli.lab import lab_group
+from metalctl.cli.machines import power_cmd, provision_cmd
 from metalctl.cli.nodes import nodes_group
 from metalctl.cli.swarm import swarm_group
 from metalctl.errors import MetalctlError
@@ -42,6 +43,8 @@ cli.add_command(nodes_group)
 cli.add_command(deploy_group)
 cli.add_command(swarm_group)
 cli.add_command(events_cmd)
+cli.add_command(provision_cmd)
+cli.add_command(power_cmd)
 
 
 def main() -> None:

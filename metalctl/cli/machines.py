@@ -1,0 +1,69 @@
+"""`metalctl provision` and `metalctl power`: machines, through the cluster's provisioner."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import click
+
+from metalctl.cli.common import QUIET_OPTION
+from metalctl.cli.format import OUTPUT_OPTION, emit
+from metalctl.store import Store
+
+if TYPE_CHECKING:
+    from metalctl.provisioners.base import PowerAction
+
+_COLUMNS = [("NODE", "node"), ("STATE", "state"), ("NOTE", "error")]
+
+
+@click.command("provision")
+@click.option("--cluster", "-c", metavar="NAME", required=True, help="The cluster.")
+@click.argument("nodes", nargs=-1, metavar="[NODE]...")
+@QUIET_OPTION
+@OUTPUT_OPTION
+def provision_cmd(cluster: str, nodes: tuple[str, ...], quiet: bool, output: str) -> None:
+    """Bring nodes to ready state through the cluster's provisioner.
+
+    Default: every node not yet deployed. lab: start stopped containers and wait for SSH;
+    static: check that each machine's SSH answers. Each node goes provisioning -> ready,
+    or failed with the reason (the others go on; exit 6 when any failed). Active nodes are
+    skipped. Re-running is harmless.
+    """
+    from metalctl.cli.progress import ConsoleProgress
+    from metalctl.clusters import load_cluster
+    from metalctl.errors import ProvisionError
+    from metalctl.operations.machines import provision
+
+    store = Store()
+    spec = load_cluster(store, cluster, None)
+    progress = ConsoleProgress(quiet=quiet)
+    try:
+        results = provision(store, spec, nodes, progress.message)
+    finally:
+        progress.stop()
+    emit(output, results, _COLUMNS)
+    failed = [r.node for r in results if r.state == "failed"]
+    if failed:
+        raise ProvisionError(
+            f"provision: {len(failed)} node(s) failed: {', '.join(failed)}",
+            hint=f"'metalctl nodes show NODE -c {cluster}' has the reason; fix it and re-run",
+        )
+
+
+@click.command("power")
+@click.argument("action", type=click.Choice(["on", "off", "cycle"]))
+@click.argument("node")
+@click.option("--cluster", "-c", metavar="NAME", required=True, help="The node's cluster.")
+@OUTPUT_OPTION
+def power_cmd(action: str, node: str, cluster: str, output: str) -> None:
+    """Power a node's machine on, off, or off and on (lab: its container).
+
+    Only provisioners with power control (lab today); static machines are refused.
+    """
+    from metalctl.clusters import load_cluster
+    from metalctl.operations.machines import power
+
+    store = Store()
+    spec = load_cluster(store, cluster, None)
+    result = power(store, spec, node, cast("PowerAction", action))  # click.Choice checked it
+    emit(output, [result], _COLUMNS)

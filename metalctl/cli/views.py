@@ -1,0 +1,104 @@
+"""The documented shapes of `--output json` (docs/output.md): plain dicts built on purpose.
+
+Not dataclass dumps: a renamed internal field must not change what scripts read. Times are
+ISO 8601 in UTC ("2026-11-22T05:30:00Z"), never epoch floats; keys are snake_case; a key
+is only ever added, never renamed or removed, within apiVersion metalctl/v1alpha1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metalctl.deploy.apply import DeployResult
+    from metalctl.operations.status import Quorum, SwarmStatus
+    from metalctl.store import EventRecord, NodeRecord
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node(n: NodeRecord, *, facts: bool = False) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "cluster": n.cluster,
+        "name": n.name,
+        "address": n.address,
+        "role": n.role,
+        "state": n.state,
+        "labels": dict(n.labels),
+        "last_error": n.last_error,
+        "updated": iso(n.updated_at),
+    }
+    if facts:
+        view["facts"] = dict(n.facts)
+    return view
+
+
+def event(e: EventRecord) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "time": iso(e.ts),
+        "cluster": e.cluster,
+        "node": e.node,
+        "kind": e.kind,
+        "from_state": e.from_state,
+        "to_state": e.to_state,
+        "reason": e.reason,
+        "actor": e.actor,
+    }
+
+
+def deploy(result: DeployResult) -> dict[str, Any]:
+    timings = result.report.timings if result.report else []
+    return {
+        "cluster": result.cluster,
+        "workload": result.workload,
+        "run_dir": str(result.run_dir) if result.run_dir else None,
+        "changed": dict(result.changed),
+        "phases": [{"title": t.title, "seconds": round(t.seconds, 3)} for t in timings],
+    }
+
+
+def _quorum(q: Quorum) -> dict[str, int]:
+    return {
+        "voters": q.voters,
+        "reachable": q.reachable,
+        "needed": q.needed,
+        "fault_tolerance": q.fault_tolerance,
+    }
+
+
+def swarm_status(s: SwarmStatus) -> dict[str, Any]:
+    ctl = s.controller
+    return {
+        "cluster": s.cluster,
+        "master": s.master,
+        "swarm_nodes": [
+            {
+                "hostname": n.hostname,
+                "role": n.role,
+                "state": n.state,
+                "availability": n.availability,
+                "manager_status": n.manager_status,
+                "address": n.address,
+            }
+            for n in s.swarm_nodes
+        ],
+        "consul_members": [
+            {"name": m.name, "address": m.address, "status": m.status, "role": m.role}
+            for m in s.consul_members
+        ],
+        "swarm_quorum": _quorum(s.swarm_quorum),
+        "consul_quorum": _quorum(s.consul_quorum),
+        "consul_leader": s.consul_leader,
+        "controller": {
+            "leader": ctl.leader,
+            "last_pass": iso(ctl.last_pass),
+            "last_actions": list(ctl.last_actions),
+            "last_errors": list(ctl.last_errors),
+        },
+    }
