@@ -84,7 +84,7 @@ def main() -> None:
         server = ConsulApi(consul_endpoint(spec, paths, f"{name}-1"))
 
         def state() -> str:
-            rows = [n for n in docker.api.nodes() if hostname_of(n) == worker]
+            rows = [n for n in docker.nodes() if hostname_of(n) == worker]
             if not rows:
                 return "gone"
             return f"{rows[0]['Status']['State']}/{rows[0]['Spec']['Availability']}"

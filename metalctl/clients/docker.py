@@ -38,35 +38,31 @@ def docker_env(spec: ClusterSpec, paths: ClusterPaths) -> DockerEnv:
 
 
 def docker_for(
-    spec: ClusterSpec, paths: ClusterPaths, node: str | None = None, timeout: int = 30
-) -> docker.DockerClient:
+    spec: ClusterSpec, paths: ClusterPaths, node: str | None = None, timeout: float = 30
+) -> docker.APIClient:
+    """The Docker API of a node of the cluster (default: the master)."""
     target = spec.node(node or spec.spec.swarm.master)
-    tls = _tls(paths.docker_client)
-    url = f"tcp://{target.address}:{spec.spec.swarm.docker_api_port}"
-    try:
-        # A fixed API version (Docker 20.10's; every engine since accepts it) avoids the
-        # version probe in the constructor, which would run before trust_env is off.
-        client = docker.DockerClient(base_url=url, tls=tls, timeout=timeout, version=DOCKER_API)
-    except docker.errors.DockerException as exc:
-        raise ClusterAccessError(f"cannot reach Docker on {target.name} ({url}): {exc}") from exc
-    # requests lets REQUESTS_CA_BUNDLE override a session's CA; we must verify against
-    # the cluster CA only.
-    client.api.trust_env = False
-    return client
+    return docker_api_at(
+        target.address, spec.spec.swarm.docker_api_port, paths.docker_client, timeout
+    )
 
 
 def docker_api_at(
     address: str, port: int, client_dir: Path, timeout: float = 15
 ) -> docker.APIClient:
-    """A low-level Docker API client for one node's mutual-TLS endpoint (no network I/O yet)."""
+    """The one factory for a node's mutual-TLS Docker API (no network I/O yet)."""
     url = f"tcp://{address}:{port}"
     try:
+        # A fixed API version (Docker 20.10's; every engine since accepts it) avoids the
+        # version probe in the constructor, which would run before trust_env is off.
         api = docker.APIClient(
             base_url=url, tls=_tls(client_dir), timeout=int(timeout), version=DOCKER_API
         )
     except docker.errors.DockerException as exc:
         raise ClusterAccessError(f"cannot reach Docker at {url}: {exc}") from exc
-    api.trust_env = False  # only the cluster CA (see docker_for)
+    # requests lets REQUESTS_CA_BUNDLE override a session's CA; we must verify against
+    # the cluster CA only.
+    api.trust_env = False
     return api
 
 

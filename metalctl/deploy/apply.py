@@ -210,7 +210,7 @@ def _verify_swarm(ctx: _Ctx) -> None:
     def all_ready() -> bool:
         client = docker_for(ctx.spec, ctx.paths, timeout=10)
         try:
-            ready = {hostname_of(n) for n in client.api.nodes() if n["Status"]["State"] == "ready"}
+            ready = {hostname_of(n) for n in client.nodes() if n["Status"]["State"] == "ready"}
         finally:
             client.close()
         return want <= ready

@@ -179,7 +179,7 @@ def _check_quorum(spec: ClusterSpec, server: ConsulApi, name: str) -> None:
     """Refuse (exit 5) a removal that breaks or exhausts Swarm or Consul quorum."""
     client = docker_for(spec, ClusterPaths.for_cluster(spec.name), timeout=15)
     try:
-        raw = client.api.nodes(filters={"role": "manager"})
+        raw = client.nodes(filters={"role": "manager"})
     finally:
         client.close()
     managers = {hostname_of(n): manager_up(n) for n in raw}
@@ -242,7 +242,7 @@ def _deregister(
 def _swarm_nodes(spec: ClusterSpec, name: str) -> list[dict[str, str]]:
     client = docker_for(spec, ClusterPaths.for_cluster(spec.name), timeout=15)
     try:
-        raw = client.api.nodes(filters={"name": name})
+        raw = client.nodes(filters={"name": name})
     finally:
         client.close()
     return [

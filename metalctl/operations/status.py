@@ -72,7 +72,7 @@ _CONSUL_STATUS = {1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 def swarm_status(spec: ClusterSpec, paths: ClusterPaths) -> SwarmStatus:
     try:
         client = docker_for(spec, paths, timeout=15)
-        raw_nodes = client.api.nodes()
+        raw_nodes = client.nodes()
         client.close()
     except ACCESS_ERRORS as exc:
         raise ClusterAccessError(
