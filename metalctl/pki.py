@@ -1,11 +1,23 @@
 """Cluster PKI and secrets, generated once on the admin host and reused on every run.
 
-One CA per cluster; per-node certificates (server + client usage, used by both
-dockerd and Consul; SANs = name, address, localhost, and ``server.<dc>.consul``
-for Consul servers so that ``verify_server_hostname`` holds); one admin client
-certificate (``docker-client/``, usable as DOCKER_CERT_PATH). Keys and secrets are
-written 0600. A certificate is re-issued only when its SANs or its CA changed,
-so a re-deploy changes nothing on the nodes.
+Two CAs per cluster, so that what a node holds is never what an operator holds
+(docs/security.md):
+
+- the cluster CA (``pki/ca.pem``) signs the node certificates (server + client usage,
+  used by dockerd and Consul; SANs = name, address, localhost, and
+  ``server.<dc>.consul`` for Consul servers so that ``verify_server_hostname`` holds).
+  clientAuth stays on them because Consul agents present them as TLS clients for RPC
+  with ``verify_incoming``; no dockerd trusts this CA for clients.
+- the admin client CA (``pki/client-ca.pem``) signs only the admin client certificate
+  (``docker-client/``, clientAuth only, usable as DOCKER_CERT_PATH). dockerd trusts
+  this CA alone for clients, so a node's certificate (readable by root on that node)
+  opens no other node's Docker API.
+
+``docker-client/ca.pem`` is the cluster CA: it verifies the servers (dockerd, Consul).
+Keys and secrets are written 0600. A certificate is re-issued only when its SANs, key
+usages or issuing CA changed, or when it expires within RENEW_BEFORE, so a re-deploy
+changes nothing on the nodes; a cluster made before the client CA gets its admin
+certificate re-issued under it by the next deploy.
 """
 
 from __future__ import annotations
@@ -30,7 +42,14 @@ from metalctl.paths import ClusterPaths, ensure_private_dir, write_private, writ
 from metalctl.spec import ClusterSpec
 
 CA_DAYS = 3650
-CERT_DAYS = 825
+# Node and admin certificates: one year, renewed by any deploy in their last 30 days.
+# Neither dockerd nor Consul 1.8 checks revocation, so a short life is what bounds a
+# leaked certificate (see docs/security.md).
+CERT_DAYS = 365
+RENEW_BEFORE = dt.timedelta(days=30)
+NODE_USAGES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+ADMIN_USAGES = (ExtendedKeyUsageOID.CLIENT_AUTH,)
+ADMIN_CN = "metalctl-admin"
 _KeyT = ec.EllipticCurvePrivateKey
 
 
@@ -40,43 +59,56 @@ class NodeCertPaths:
     key: Path
 
 
+@dataclass(frozen=True)
+class CaPaths:
+    """Certificates of the two CAs (their keys stay next to them, 0600, on the admin host)."""
+
+    cluster: Path  # signs node certificates; verifies dockerd and Consul servers
+    client: Path  # signs the admin client certificate only; dockerd's client CA
+
+
 def node_cert_paths(paths: ClusterPaths, node: str) -> NodeCertPaths:
     return NodeCertPaths(
         paths.pki / "nodes" / f"{node}.pem", paths.pki / "nodes" / f"{node}-key.pem"
     )
 
 
+def ca_paths(paths: ClusterPaths) -> CaPaths:
+    return CaPaths(paths.pki / "ca.pem", paths.pki / "client-ca.pem")
+
+
+def admin_cert_paths(paths: ClusterPaths) -> NodeCertPaths:
+    return NodeCertPaths(paths.docker_client / "cert.pem", paths.docker_client / "key.pem")
+
+
 def ensure_cluster_pki(paths: ClusterPaths, spec: ClusterSpec) -> None:
     ensure_private_dir(paths.pki)
-    ca_key, ca_cert = _ensure_ca(paths.pki, spec.name)
+    cas = ca_paths(paths)
+    ca_key, ca_cert = _ensure_ca(cas.cluster, f"metalctl {spec.name} CA")
+    client_ca_key, client_ca_cert = _ensure_ca(cas.client, f"metalctl {spec.name} admin client CA")
     dc = spec.spec.consul.datacenter
     for node in spec.nodes:
         sans = [node.name, "localhost", node.address, "127.0.0.1"]
         if node.name in spec.spec.consul.servers:
             sans.append(f"server.{dc}.consul")
         target = node_cert_paths(paths, node.name)
-        _ensure_leaf(target, ca_key, ca_cert, node.name, sans, server=True)
-    client = ClusterPaths(paths.root).docker_client
-    ensure_private_dir(client)
-    _ensure_leaf(
-        NodeCertPaths(client / "cert.pem", client / "key.pem"),
-        ca_key,
-        ca_cert,
-        "metalctl-admin",
-        [],
-        server=False,
-    )
-    write_public(client / "ca.pem", (paths.pki / "ca.pem").read_text())
+        _ensure_leaf(target, ca_key, ca_cert, node.name, sans, NODE_USAGES)
+    ensure_private_dir(paths.docker_client)
+    _ensure_leaf(admin_cert_paths(paths), client_ca_key, client_ca_cert, ADMIN_CN, [], ADMIN_USAGES)
+    write_public(paths.docker_client / "ca.pem", cas.cluster.read_text())
 
 
-def _ensure_ca(pki: Path, cluster: str) -> tuple[_KeyT, x509.Certificate]:
-    key_path, cert_path = pki / "ca-key.pem", pki / "ca.pem"
+def _ensure_ca(cert_path: Path, common_name: str) -> tuple[_KeyT, x509.Certificate]:
+    """The CA at ``cert_path`` (key: ``<stem>-key.pem``), made on first use and then kept:
+    re-making a CA would re-issue every certificate it signed."""
+    key_path = cert_path.with_name(f"{cert_path.stem}-key.pem")
     if key_path.exists() and cert_path.exists():
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"metalctl {cluster} CA")])
+    # Distinct names for the two CAs: issuer names pick the CA that verifies a chain.
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -115,16 +147,16 @@ def _ensure_leaf(
     ca_cert: x509.Certificate,
     cn: str,
     sans: list[str],
-    *,
-    server: bool,
+    usages: tuple[x509.ObjectIdentifier, ...],
 ) -> None:
-    if target.cert.exists() and target.key.exists() and _leaf_matches(target.cert, ca_cert, sans):
+    if (
+        target.cert.exists()
+        and target.key.exists()
+        and _leaf_matches(target.cert, ca_cert, sans, usages)
+    ):
         return
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if server:
-        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
@@ -134,7 +166,7 @@ def _ensure_leaf(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -149,13 +181,29 @@ def _ensure_leaf(
     write_public(target.cert, cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
-def _leaf_matches(cert_path: Path, ca_cert: x509.Certificate, sans: list[str]) -> bool:
+def _leaf_matches(
+    cert_path: Path,
+    ca_cert: x509.Certificate,
+    sans: list[str],
+    usages: tuple[x509.ObjectIdentifier, ...],
+) -> bool:
+    """Whether the certificate on disk is still the one to use: issued by ``ca_cert``
+    (an admin certificate of the single-CA scheme is not), with these key usages and
+    SANs, and not within RENEW_BEFORE of its end."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     if cert.issuer != ca_cert.subject:
         return False
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature):
+        return False
+    if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
+        return False
+    try:
+        have_usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    if set(have_usages) != set(usages):
         return False
     try:
         have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -12,7 +12,7 @@ from typing import Any
 
 from metalctl.conventions import SWARM_NODE_SERVICE, kv_prefix
 from metalctl.paths import ClusterPaths
-from metalctl.pki import node_cert_paths, secret_paths
+from metalctl.pki import ca_paths, node_cert_paths, secret_paths
 from metalctl.spec import ClusterSpec
 
 
@@ -58,13 +58,16 @@ def render_inventory(
             "swarm_advertise_address": node.address,
         }
     secrets = secret_paths(paths)
-    ca = str(paths.pki / "ca.pem")
+    cas = ca_paths(paths)
     by_name = {n.name: n for n in spec.nodes}
     group_vars: dict[str, Any] = {
         "ready_state_hosts": [{"name": n.name, "address": n.address} for n in spec.nodes],
         "ready_state_timezone": "UTC",
         "docker_api_port": sw.docker_api_port,
-        "docker_tls_ca_src": ca,
+        # dockerd accepts clients of the admin client CA only (never node certificates);
+        # its API is checked from here with the admin client certificate.
+        "docker_tls_client_ca_src": str(cas.client),
+        "docker_api_check_cert_path": str(paths.docker_client),
         "consul_datacenter": cs.datacenter,
         "consul_version": cs.version,
         "consul_binary_src": str(consul.src) if consul.src else "",
@@ -72,7 +75,8 @@ def render_inventory(
         "consul_binary_sha256": consul.sha256,
         "consul_retry_join": [by_name[s].address for s in cs.servers],
         "consul_bootstrap_expect": len(cs.servers),
-        "consul_tls_ca_src": ca,
+        "consul_tls_ca_src": str(cas.cluster),
+        "consul_tls_client_ca_src": str(cas.client),
         "consul_gossip_key_file": str(secrets.gossip_key),
         "consul_master_token_file": str(secrets.master_token),
         "consul_acl_tokens_file": str(secrets.acl_tokens),

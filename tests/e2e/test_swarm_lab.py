@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -154,6 +155,53 @@ def test_docker_api_refuses_clients_without_cert(deployed_lab: Lab) -> None:
         timeout=60,
     )
     assert plain.returncode != 0
+
+
+def _docker_version_over_tls(address: str, ca: Path, cert: Path, key: Path) -> bytes:
+    """GET /version on ``address``:2376 presenting ``cert``; the raw answer, or an
+    SSLError/reset when dockerd refuses the client certificate."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(cert, key)
+    with (
+        socket.create_connection((address, 2376), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=address) as tls,
+    ):
+        tls.sendall(f"GET /version HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+        answer = b""
+        while chunk := tls.recv(4096):
+            answer += chunk
+    if not answer:
+        # TLS 1.3: a refused client certificate may also surface as a bare close.
+        raise ConnectionResetError("closed without answer")
+    return answer
+
+
+def test_node_certificate_is_refused_by_another_nodes_docker_api(deployed_lab: Lab) -> None:
+    """A node's own certificate (what root on a compromised node holds) is no Docker
+    client credential anywhere: only the admin client certificate is."""
+    lab = deployed_lab
+    cluster = lab.home / "clusters" / lab.name
+    ca = cluster / "docker-client" / "ca.pem"
+    worker = lab.node_names()[-1]
+    stolen = (
+        cluster / "pki" / "nodes" / f"{worker}.pem",
+        cluster / "pki" / "nodes" / f"{worker}-key.pem",
+    )
+    for node in lab.node_names():
+        if node == worker:
+            continue
+        address = lab.address(node)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            answer = _docker_version_over_tls(address, ca, *stolen)
+            pytest.fail(f"{node} answered {worker}'s certificate: {answer[:200]!r}")
+        admin = _docker_version_over_tls(
+            address,
+            ca,
+            cluster / "docker-client" / "cert.pem",
+            cluster / "docker-client" / "key.pem",
+        )
+        status_line = admin.split(b"\r\n", 1)[0]
+        assert b" 200 " in status_line and b'"ApiVersion"' in admin, admin[:200]
 
 
 def test_plain_port_2375_closed_everywhere(deployed_lab: Lab) -> None:
