@@ -104,7 +104,7 @@ def deploy(
     joins = ctx.options.join_by_ansible
     phases: list[Phase[_Ctx]] = [
         Phase("check nodes", _check_nodes, prepare=_check_states),
-        Phase("prepare PKI and secrets", _prepare_pki, prepare=_check_consul_source),
+        Phase("prepare PKI and secrets", _prepare_pki, prepare=_check_sources),
         Phase("mark nodes deploying", _mark_deploying),
         Phase("run workload roles", _run_roles),
         *([Phase("verify swarm", _verify_swarm)] if joins else []),
@@ -136,6 +136,26 @@ def _check_states(ctx: _Ctx) -> None:
             raise ConflictError(
                 f"node {node.name} is '{node.state}', not ready for a deploy",
                 hint="only ready, active or failed nodes can be deployed",
+            )
+
+
+def _check_sources(ctx: _Ctx) -> None:
+    _check_pki_generation(ctx)
+    _check_consul_source(ctx)
+
+
+def _check_pki_generation(ctx: _Ctx) -> None:
+    """A cluster deployed before the admin client CA existed gets it, and a new admin
+    cert, on its next deploy; a deploy of some nodes only ('nodes add') would leave the
+    other nodes' dockerd trusting the old CA and refusing metalctl."""
+    pki = ctx.paths.pki
+    if ctx.options.only is not None and (pki / "ca.pem").exists():
+        if not (pki / "client-ca.pem").exists():
+            raise ConflictError(
+                f"cluster {ctx.spec.name} was deployed by an older metalctl (one CA for "
+                "nodes and admin); a deploy of some nodes only would lock metalctl out of "
+                "the others",
+                hint=f"run 'metalctl deploy swarm --cluster {ctx.spec.name}' once first",
             )
 
 
