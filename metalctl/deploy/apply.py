@@ -149,14 +149,14 @@ def _check_pki_generation(ctx: _Ctx) -> None:
     cert, on its next deploy; a deploy of some nodes only ('nodes add') would leave the
     other nodes' dockerd trusting the old CA and refusing metalctl."""
     pki = ctx.paths.pki
-    if ctx.options.only is not None and (pki / "ca.pem").exists():
-        if not (pki / "client-ca.pem").exists():
-            raise ConflictError(
-                f"cluster {ctx.spec.name} was deployed by an older metalctl (one CA for "
-                "nodes and admin); a deploy of some nodes only would lock metalctl out of "
-                "the others",
-                hint=f"run 'metalctl deploy swarm --cluster {ctx.spec.name}' once first",
-            )
+    old_pki = (pki / "ca.pem").exists() and not (pki / "client-ca.pem").exists()
+    if ctx.options.only is not None and old_pki:
+        raise ConflictError(
+            f"cluster {ctx.spec.name} was deployed by an older metalctl (one CA for "
+            "nodes and admin); a deploy of some nodes only would lock metalctl out of "
+            "the others",
+            hint=f"run 'metalctl deploy swarm --cluster {ctx.spec.name}' once first",
+        )
 
 
 def _check_consul_source(ctx: _Ctx) -> None:
