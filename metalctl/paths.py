@@ -27,9 +27,22 @@ def metalctl_home() -> Path:
 
 
 def project_root() -> Path:
-    """The folder holding roles/ and workloads/ (the source tree; metalctl is installed editable)."""
+    """The folder holding roles/ and workloads/.
+
+    $METALCTL_SHARE if set; else the copy a wheel ships in metalctl/share (setup.py puts it
+    there at build time, as the two folders live at the top of the source tree); else the
+    source tree itself, for an editable install or a checkout on PYTHONPATH.
+    """
     env = os.environ.get("METALCTL_SHARE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    shipped = package / "share"
+    # Checked for workloads/, not just the folder: an empty leftover share/ must not hide
+    # the source tree.
+    if (shipped / "workloads").is_dir():
+        return shipped
+    return package.parent
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -22,6 +22,8 @@ import pytest
 
 from tests.e2e.conftest import Lab, deployed
 
+pytestmark = pytest.mark.e2e
+
 GRACE = 20
 REJOIN = 10
 
