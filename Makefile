@@ -30,8 +30,8 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 lint: venv
-	$(BIN)/ruff check metalctl tests bench
-	$(BIN)/ruff format --check metalctl tests bench
+	$(BIN)/ruff check metalctl tests bench setup.py
+	$(BIN)/ruff format --check metalctl tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/yamllint -s roles workloads inventories
 	$(BIN)/ansible-lint roles workloads/swarm/playbook.yml
