@@ -17,12 +17,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from metalctl.errors import HostSetupError
+
 
 def metalctl_home() -> Path:
     env = os.environ.get("METALCTL_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    try:
+        if env:
+            return Path(env).expanduser().resolve()
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    except RuntimeError as exc:  # "~nobody/x", a symlink loop, no $HOME and no passwd entry
+        raise HostSetupError(
+            f"cannot find metalctl's home (METALCTL_HOME={env or ''!r}): {exc}",
+            hint="set METALCTL_HOME to an existing, writable directory",
+        ) from exc
     return Path(data) / "metalctl"
 
 

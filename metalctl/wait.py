@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from metalctl.errors import WaitTimeout
+from metalctl.errors import UsageError, WaitTimeout
 
 T = TypeVar("T")
 
@@ -27,7 +28,12 @@ def wait_for(
     stop early (e.g. the container exited), which raises at once instead of waiting
     out the timeout. Exceptions from ``probe`` count as "not yet" and the last one is
     quoted in the timeout message.
+
+    The CLI already range-checks every duration; this check is the second line of
+    defence, because a NaN deadline never passes (every comparison with NaN is false)
+    and an infinite one never ends.
     """
+    _check_durations(what, timeout, interval)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -47,3 +53,17 @@ def wait_for(
                 f"timed out after {timeout:.0f}s waiting for {what}{detail}", hint=hint
             )
         time.sleep(interval)
+
+
+def _check_durations(what: str, timeout: float, interval: float) -> None:
+    if not (math.isfinite(timeout) and timeout >= 0):
+        raise UsageError(
+            f"waiting for {what}: the timeout must be a finite number of seconds >= 0, "
+            f"got {timeout}"
+        )
+    # 0 is allowed: poll without pausing (tests do); a negative or NaN pause is a bug.
+    if not (math.isfinite(interval) and interval >= 0):
+        raise UsageError(
+            f"waiting for {what}: the poll interval must be a finite number of seconds "
+            f">= 0, got {interval}"
+        )

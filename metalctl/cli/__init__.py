@@ -1,12 +1,20 @@
 """metalctl's command line: click commands that parse, call one function, and format.
 
 Errors are mapped to exit codes here and only here: each MetalctlError subclass
-carries its own ``exit_code`` (see metalctl.errors).
+carries its own ``exit_code`` (see metalctl.errors). Anything else is a bug: one line on
+stderr, exit 1, and the traceback in a private crash file for the bug report.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -18,6 +26,7 @@ from metalctl.cli.machines import power_cmd, provision_cmd
 from metalctl.cli.nodes import nodes_group
 from metalctl.cli.swarm import swarm_group
 from metalctl.errors import MetalctlError
+from metalctl.paths import ensure_private_dir, metalctl_home, write_private
 
 
 @click.group(
@@ -49,7 +58,7 @@ cli.add_command(power_cmd)
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -62,3 +71,45 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: never a raw traceback, always a report
+        _crash(exc)
+    # click hands back ctx.exit(N) instead of exiting when standalone_mode is off.
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _crash(exc: Exception) -> NoReturn:
+    saved = _save_crash_report(exc)
+    where = f"full traceback in {saved}" if saved else "the traceback could not be saved"
+    text = " ".join(str(exc).split())  # one line, whatever the message holds
+    if len(text) > 300:
+        text = text[:300] + "..."
+    detail = f": {text}" if text else ""
+    click.secho(f"error: unexpected {type(exc).__name__}{detail}; {where}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _save_crash_report(exc: Exception) -> Path | None:
+    """$METALCTL_HOME/logs/crash-<time>-<pid>.txt (0600: a traceback may quote secrets);
+    a temporary file when the home cannot take it (it may be what is broken)."""
+    report = _crash_report(exc)
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        path = ensure_private_dir(metalctl_home() / "logs") / name
+        write_private(path, report)
+        return path
+    except (OSError, MetalctlError):
+        pass
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=name.removesuffix(".txt") + "-", suffix=".txt")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(report)
+        return Path(tmp)
+    except OSError:
+        return None
+
+
+def _crash_report(exc: Exception) -> str:
+    return (
+        f"metalctl {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+        f"argv: {sys.argv!r}\n\n" + "".join(traceback.format_exception(exc))
+    )

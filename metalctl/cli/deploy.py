@@ -1,4 +1,9 @@
-"""`metalctl deploy WORKLOAD`."""
+"""`metalctl deploy WORKLOAD`, and `deploy list`.
+
+Only `swarm` has a command: its phases (verify the swarm, the Consul registrations) are
+specific to it. The listing reads every workload under workloads/ all the same, so that
+`deploy --help`, `deploy list` and an unknown name say what there is.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +20,80 @@ from metalctl.cli.common import (
 )
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
+from metalctl.deploy.workload import list_workloads
+from metalctl.errors import MetalctlError, NotFoundError, UsageError
 
 
-@click.group("deploy")
+class _WorkloadGroup(click.Group):
+    """A group whose help lists the workloads found on disk, and whose unknown
+    subcommands are unknown workloads (exit 4, with the known ones)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Workloads (from workloads/)"):
+            try:
+                rows = [(w.name, w.description) for w in list_workloads()]
+            except MetalctlError as exc:  # --help must work on a broken installation too
+                rows = [("(none)", f"cannot list them: {exc.message}")]
+            formatter.write_dl(rows)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        known = self.get_command(ctx, name) is not None
+        if name and not name.startswith("-") and not known and not ctx.resilient_parsing:
+            raise self._unknown(ctx, name)
+        return super().resolve_command(ctx, args)
+
+    def _unknown(self, ctx: click.Context, name: str) -> MetalctlError:
+        workloads = [w.name for w in list_workloads()]
+        if name in workloads:  # on disk, but its phases are not written yet
+            commands = [w for w in workloads if self.get_command(ctx, w) is not None]
+            return UsageError(
+                f"workload '{name}' has no deploy command in this metalctl",
+                hint=f"deployable: {', '.join(commands)}",
+            )
+        return NotFoundError(
+            f"no workload named '{name}'",
+            hint=f"known workloads: {', '.join(workloads)}; 'metalctl deploy list' describes them",
+        )
+
+
+@click.group("deploy", cls=_WorkloadGroup)
 def deploy_group() -> None:
-    """Run a workload (a set of Ansible roles) on a cluster's ready nodes."""
+    """Run a workload (a set of Ansible roles) on a cluster's ready nodes.
+
+    'metalctl deploy WORKLOAD --help' explains one.
+    """
+
+
+@deploy_group.command("list")
+@OUTPUT_OPTION
+def deploy_list_cmd(output: str) -> None:
+    """List the workloads under workloads/, with their roles."""
+    workloads = list_workloads()
+    rows = [
+        {"name": w.name, "roles": ", ".join(w.roles), "description": w.description}
+        for w in workloads
+    ]
+    emit(
+        output,
+        workloads,
+        [("WORKLOAD", "name"), ("ROLES", "roles"), ("DESCRIPTION", "description")],
+        rows=rows,
+    )
 
 
 @deploy_group.command("swarm")
 @CLUSTER_OPTION
 @FILE_OPTION
-@seconds_option("--ssh-timeout", 60.0, "Seconds to wait for each node's SSH port.", low=None)
+@seconds_option("--ssh-timeout", 60.0, "Seconds to wait for each node's SSH port.")
 @seconds_option(
     "--swarm-timeout",
     180.0,
     "Seconds to wait for every node to be Ready in the swarm, and again for its Consul "
     "registration.",
-    low=None,
 )
 @QUIET_OPTION
 @OUTPUT_OPTION

@@ -20,16 +20,20 @@ def lab_group() -> None:
 
 @lab_group.command("up")
 @click.option("--name", required=True, help="Lab (and cluster) name; nodes are NAME-1..NAME-N.")
-@click.option("--nodes", default=4, show_default=True, help="Number of nodes.")
+@click.option(
+    "--nodes", type=click.IntRange(1, 200), default=4, show_default=True, help="Number of nodes."
+)
 @click.option(
     "--managers",
+    # names[:managers] would read -1 as "all but one": the range keeps it a count.
+    type=click.IntRange(1, 7),
     default=3,
     show_default=True,
     help="Swarm managers (odd, at most 7); NAME-1 is the master.",
 )
 @click.option(
     "--consul-servers",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Consul servers (odd). Default: min(managers, 3).",
 )

@@ -11,6 +11,13 @@ from rich.console import Console
 from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options, seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.paths import ClusterPaths
+from metalctl.shell_env import (
+    SHELLS,
+    ensure_docker_context,
+    render_comment,
+    render_exports,
+    usage_line,
+)
 from metalctl.store import Store
 
 
@@ -22,15 +29,61 @@ def swarm_group() -> None:
 @swarm_group.command("env")
 @CLUSTER_OPTION
 @FILE_OPTION
-def swarm_env_cmd(cluster: str | None, spec_file: Path | None) -> None:
-    """Print shell exports for the docker CLI: eval "$(metalctl swarm env -c NAME)"."""
+@click.option(
+    "--shell",
+    type=click.Choice(SHELLS),
+    default="bash",
+    show_default=True,
+    help='Shell to print for: bash/zsh/sh (eval "$(...)"), fish (... | source), '
+    "powershell (... | Invoke-Expression).",
+)
+@click.option(
+    "--context",
+    "context",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[NAME]",
+    help="Instead of printing variables, create or update the docker context NAME "
+    "(default metalctl-CLUSTER) with the docker CLI.",
+)
+def swarm_env_cmd(
+    cluster: str | None, spec_file: Path | None, shell: str, context: str | None
+) -> None:
+    """Point the docker CLI at the swarm's master over mutual TLS.
+
+    \b
+    eval "$(metalctl swarm env -c NAME)"           bash, zsh, sh
+    metalctl swarm env -c NAME --shell fish | source
+    metalctl swarm env -c NAME --context           then: docker --context metalctl-NAME node ls
+    """
     from metalctl.clients.docker import docker_env  # lazy: the Docker SDK
 
     spec = cluster_from_options(Store(), cluster, spec_file)
-    env = docker_env(spec, ClusterPaths.for_cluster(spec.name))
-    for key, value in env.exports():
-        click.echo(f"export {key}={value}")
-    click.echo(f"# docker -H {env.host} --tlsverify ... talks to master {spec.spec.swarm.master}")
+    paths = ClusterPaths.for_cluster(spec.name)
+    env = docker_env(spec, paths)
+    if context is not None:
+        made = ensure_docker_context(
+            context or f"metalctl-{spec.name}",
+            env.host,
+            Path(env.cert_path),
+            f"metalctl cluster {spec.name} (master {spec.spec.swarm.master})",
+        )
+        click.echo(
+            f"docker context {made.name} {'created' if made.created else 'updated'} for "
+            f"cluster {spec.name} ({env.host})\n"
+            f"  one command:  docker --context {made.name} node ls\n"
+            f"  from now on:  docker context use {made.name}"
+        )
+        return
+    lines = render_exports(env.exports(), shell)  # refuses unsafe values before printing
+    for line in lines:
+        click.echo(line)
+    command = f"metalctl swarm env --cluster {spec.name}" + (
+        f" --shell {shell}" if shell != "bash" else ""
+    )
+    click.echo(render_comment(f"docker talks to master {spec.spec.swarm.master} ({env.host})"))
+    click.echo(render_comment(f"run: {usage_line(shell, command)}"))
 
 
 @swarm_group.command("status")

@@ -70,4 +70,6 @@ def _guard(title: str, fn: Callable[[C], None], ctx: C) -> None:
     except DeployError:
         raise
     except MetalctlError as exc:
-        raise DeployError(title, exc.message, hint=exc.hint) from exc
+        # The phase is named, but the kind of failure keeps its exit code: a conflict stays
+        # 5, an unreachable host 6, a timeout 8 (only failures of the deploy itself are 7).
+        raise DeployError(title, exc.message, hint=exc.hint, cause_exit_code=exc.exit_code) from exc

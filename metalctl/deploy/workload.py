@@ -1,14 +1,25 @@
-"""Workloads: a folder under workloads/ with workload.yaml (roles, constraints) and a playbook."""
+"""Workloads: a folder under workloads/ with workload.yaml (roles, constraints) and a playbook.
+
+workloads/ and roles/ ship with metalctl (``paths.project_root()``); when they are missing
+the installation is broken, which is a host-setup error (6), not a missing workload (4).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from metalctl.errors import NotFoundError, SpecError
+from metalctl.errors import HostSetupError, NotFoundError, SpecError
 from metalctl.paths import project_root
+
+WORKLOAD_FILE = "workload.yaml"
+_REINSTALL = (
+    "reinstall metalctl (pip install -e . in its source tree), or point METALCTL_SHARE "
+    "at the folder that holds workloads/ and roles/"
+)
 
 
 @dataclass(frozen=True)
@@ -25,21 +36,68 @@ class Workload:
 
 
 def load_workload(name: str, root: Path | None = None) -> Workload:
-    base = (root or project_root()) / "workloads"
-    path = base / name / "workload.yaml"
-    if not path.exists():
-        known = sorted(p.name for p in base.iterdir() if (p / "workload.yaml").exists())
+    """The workload ``name``, checked: its workload.yaml parses and its roles exist."""
+    base = _folder(root, "workloads")
+    path = base / name / WORKLOAD_FILE
+    if not path.is_file():
+        known = ", ".join(w.name for w in list_workloads(root)) or "none"
         raise NotFoundError(
-            f"no workload named '{name}'", hint=f"known workloads: {', '.join(known)}"
+            f"no workload named '{name}' in {base}",
+            hint=f"known workloads: {known} ('metalctl deploy list' describes them)",
         )
-    data = yaml.safe_load(path.read_text()) or {}
+    workload = _parse(path)
+    _check_roles(workload)
+    return workload
+
+
+def list_workloads(root: Path | None = None) -> list[Workload]:
+    """Every workload under workloads/ (folders with a workload.yaml), sorted by name."""
+    base = _folder(root, "workloads")
+    return [_parse(p) for p in sorted(base.glob(f"*/{WORKLOAD_FILE}")) if p.is_file()]
+
+
+def _folder(root: Path | None, name: str) -> Path:
+    folder = (root or project_root()) / name
+    if not folder.is_dir():
+        raise HostSetupError(f"metalctl's {name}/ folder is missing: {folder}", hint=_REINSTALL)
+    return folder
+
+
+def _parse(path: Path) -> Workload:
+    """One workload.yaml, every problem a SpecError naming the file."""
+
+    def bad(field: str, problem: str) -> SpecError:
+        return SpecError(str(path), [(field, problem)], kind="workload")
+
     try:
-        return Workload(
-            name=data["name"],
-            description=data.get("description", ""),
-            directory=path.parent,
-            playbook=data.get("playbook", "playbook.yml"),
-            roles=list(data["roles"]),
-        )
-    except (KeyError, TypeError) as exc:
-        raise SpecError(str(path), [(str(exc), "required key missing in workload.yaml")]) from exc
+        data: Any = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise bad("file", f"cannot read it: {exc.strerror or exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise bad("yaml", f"malformed YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise bad("(top level)", "must be a mapping with name and roles")
+    name, roles = data.get("name"), data.get("roles")
+    if not isinstance(name, str) or not name:
+        raise bad("name", "required: the workload's name")
+    if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+        raise bad("roles", "required: a list of role names (folders under roles/)")
+    description = data.get("description") or ""
+    playbook = data.get("playbook") or "playbook.yml"
+    if not isinstance(description, str):
+        raise bad("description", "must be text")
+    if not isinstance(playbook, str):
+        raise bad("playbook", "must be a file name in the workload's folder")
+    return Workload(name, description.strip(), path.parent, playbook, list(roles))
+
+
+def _check_roles(workload: Workload) -> None:
+    roles = workload.roles_path
+    if not roles.is_dir():
+        raise HostSetupError(f"metalctl's roles/ folder is missing: {roles}", hint=_REINSTALL)
+    for role in workload.roles:
+        if not (roles / role).is_dir():
+            raise HostSetupError(
+                f"workload '{workload.name}' needs role '{role}', but {roles / role} is missing",
+                hint=_REINSTALL,
+            )

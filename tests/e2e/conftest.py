@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -65,7 +66,7 @@ class Lab:
         env = dict(os.environ)
         for line in self.metalctl("swarm", "env", "--cluster", self.name).stdout.splitlines():
             if line.startswith("export "):
-                key, value = line[len("export ") :].split("=", 1)
+                key, value = shlex.split(line[len("export ") :])[0].split("=", 1)
                 env[key] = value
         return subprocess.run(
             ["docker", *args], capture_output=True, text=True, env=env, timeout=300
