@@ -13,6 +13,7 @@ Then the worker's container is stopped --stops times:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -40,13 +41,19 @@ def until(what: str, check: Callable[[], bool], timeout: float, interval: float 
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def event_time(event: dict[str, str]) -> float:
+    """`events -o json` times are ISO 8601 UTC with milliseconds (docs/output.md)."""
+    return dt.datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+
+
 def leave_steps(home: Path, name: str, worker: str, since: float) -> str:
     """When the controller saw the leave, drained and removed: where a slow leave went."""
     evs = json.loads(run(home, "events", "-c", name, "-o", "json", "--limit", "50").stdout)
     firsts: dict[str, float] = {}
-    for e in sorted(evs, key=lambda e: e["ts"]):
-        if e["node"] == worker and e["ts"] >= since:
-            firsts.setdefault(e["kind"], e["ts"] - since)
+    for e in sorted(evs, key=lambda e: e["id"]):
+        ts = event_time(e)
+        if e["node"] == worker and ts >= since:
+            firsts.setdefault(e["kind"], ts - since)
     return ", ".join(f"{k} +{t:.1f}s" for k, t in firsts.items())
 
 
@@ -123,9 +130,9 @@ def main() -> None:
             until("worker drained", lambda: state() in ("gone", "down/drain"), args.grace + 300)
             subprocess.run(["docker", "start", worker], check=True, capture_output=True)
             evs = json.loads(run(home, "events", "-c", name, "-o", "json", "--limit", "100").stdout)
-            mine = [e for e in evs if e["node"] == worker and e["ts"] >= since]
-            grace = next(e["ts"] for e in mine if e["kind"] == "grace")
-            drain = next(e["ts"] for e in mine if e["kind"] == "drain")
+            mine = [e for e in evs if e["node"] == worker and event_time(e) >= since]
+            grace = next(event_time(e) for e in mine if e["kind"] == "grace")
+            drain = next(event_time(e) for e in mine if e["kind"] == "drain")
             delays.append(drain - (grace + args.grace))
             print(f"stop {i + 1}: action {delays[-1]:.2f}s after the grace expired", flush=True)
         print(

@@ -20,7 +20,7 @@ CLUSTER_OPTION = click.option(
     metavar="NAME",
     help="A cluster known to the store (made by 'lab up' or -f).",
 )
-FILE_OPTION = click.option(
+_FILE = click.option(
     "--file",
     "-f",
     "spec_file",
@@ -28,6 +28,19 @@ FILE_OPTION = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="A cluster spec (apiVersion metalctl/v1alpha1, kind Cluster).",
 )
+_REPLACE = click.option(
+    "--replace",
+    is_flag=True,
+    help="With -f: the file's spec replaces a known cluster's different one (nodes it no "
+    "longer lists are forgotten; refused for nodes still in the swarm). Without it such a "
+    "file is refused, showing the difference.",
+)
+
+
+def FILE_OPTION(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """-f FILE and --replace: the commands that take a spec file take both."""
+    return _FILE(_REPLACE(fn))
+
 
 QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 
@@ -97,7 +110,9 @@ def seconds_option(
     )
 
 
-def cluster_from_options(store: Store, cluster: str | None, spec_file: Path | None) -> ClusterSpec:
+def cluster_from_options(
+    store: Store, cluster: str | None, spec_file: Path | None, replace: bool = False
+) -> ClusterSpec:
     from metalctl.clusters import load_cluster  # lazy: pydantic is slow to import
 
-    return load_cluster(store, cluster, spec_file)
+    return load_cluster(store, cluster, spec_file, replace=replace)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from metalctl.cli import views
 from metalctl.cli.common import (
     CLUSTER_OPTION,
     FILE_OPTION,
@@ -100,6 +101,7 @@ def deploy_list_cmd(output: str) -> None:
 def deploy_swarm_cmd(
     cluster: str | None,
     spec_file: Path | None,
+    replace: bool,
     ssh_timeout: float,
     swarm_timeout: float,
     quiet: bool,
@@ -117,7 +119,7 @@ def deploy_swarm_cmd(
     from metalctl.store import Store
 
     store = Store()
-    spec = cluster_from_options(store, cluster, spec_file)
+    spec = cluster_from_options(store, cluster, spec_file, replace)
     progress = ConsoleProgress(quiet=quiet)
     try:
         result = deploy(
@@ -132,7 +134,7 @@ def deploy_swarm_cmd(
     rows = [{"host": h, "changed": c} for h, c in sorted(result.changed.items())]
     emit(
         output,
-        result,
+        views.deploy(result),
         [("HOST", "host"), ("CHANGED", "changed")],
         title=f"swarm deployed on {spec.name} (artifacts: {result.run_dir})",
         rows=rows,

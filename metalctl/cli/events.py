@@ -6,6 +6,7 @@ import datetime as dt
 
 import click
 
+from metalctl.cli import views
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.store import Store
 
@@ -43,7 +44,7 @@ def events_cmd(cluster: str, limit: int, output: str) -> None:
     ]
     emit(
         output,
-        events,
+        [views.event(e) for e in events],
         [
             ("TIME", "time"),
             ("NODE", "node"),

@@ -6,6 +6,7 @@ import datetime as dt
 
 import click
 
+from metalctl.cli import views
 from metalctl.cli.common import QUIET_OPTION, seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.errors import NotFoundError, UsageError
@@ -28,7 +29,7 @@ def nodes_list_cmd(cluster: str | None, output: str) -> None:
     nodes = store.list_nodes(cluster)
     emit(
         output,
-        nodes,
+        [views.node(n) for n in nodes],
         [
             ("CLUSTER", "cluster"),
             ("NODE", "name"),
@@ -71,7 +72,7 @@ def nodes_show_cmd(name: str, cluster: str | None, output: str) -> None:
         },
         {"field": "last_error", "value": node.last_error or ""},
     ] + [{"field": f"fact.{k}", "value": v} for k, v in node.facts.items()]
-    emit(output, node, [("FIELD", "field"), ("VALUE", "value")], rows=rows)
+    emit(output, views.node(node, facts=True), [("FIELD", "field"), ("VALUE", "value")], rows=rows)
 
 
 @nodes_group.command("add")

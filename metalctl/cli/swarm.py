@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from metalctl.cli import views
 from metalctl.cli.common import CLUSTER_OPTION, FILE_OPTION, cluster_from_options, seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.paths import ClusterPaths
@@ -48,7 +49,7 @@ def swarm_group() -> None:
     "(default metalctl-CLUSTER) with the docker CLI.",
 )
 def swarm_env_cmd(
-    cluster: str | None, spec_file: Path | None, shell: str, context: str | None
+    cluster: str | None, spec_file: Path | None, replace: bool, shell: str, context: str | None
 ) -> None:
     """Point the docker CLI at the swarm's master over mutual TLS.
 
@@ -59,7 +60,7 @@ def swarm_env_cmd(
     """
     from metalctl.clients.docker import docker_env  # lazy: the Docker SDK
 
-    spec = cluster_from_options(Store(), cluster, spec_file)
+    spec = cluster_from_options(Store(), cluster, spec_file, replace)
     paths = ClusterPaths.for_cluster(spec.name)
     env = docker_env(spec, paths)
     if context is not None:
@@ -90,14 +91,16 @@ def swarm_env_cmd(
 @CLUSTER_OPTION
 @FILE_OPTION
 @OUTPUT_OPTION
-def swarm_status_cmd(cluster: str | None, spec_file: Path | None, output: str) -> None:
+def swarm_status_cmd(
+    cluster: str | None, spec_file: Path | None, replace: bool, output: str
+) -> None:
     """Show Swarm nodes and Consul members, with quorum and fault tolerance of each."""
     from metalctl.operations.status import swarm_status  # lazy: the Docker SDK
 
-    spec = cluster_from_options(Store(), cluster, spec_file)
+    spec = cluster_from_options(Store(), cluster, spec_file, replace)
     status = swarm_status(spec, ClusterPaths.for_cluster(spec.name))
     if output == "json":
-        emit(output, status, [])
+        emit(output, views.swarm_status(status), [])
         return
     sq, cq = status.swarm_quorum, status.consul_quorum
     emit(
@@ -180,6 +183,7 @@ def swarm_status_cmd(cluster: str | None, spec_file: Path | None, output: str) -
 def swarm_reconcile_cmd(
     cluster: str | None,
     spec_file: Path | None,
+    replace: bool,
     agent: str | None,
     once: bool,
     grace: float,
@@ -216,7 +220,7 @@ def swarm_reconcile_cmd(
     from metalctl.membership.election import LockTimings
     from metalctl.membership.runtime import build_controller
 
-    spec = cluster_from_options(Store(), cluster, spec_file)
+    spec = cluster_from_options(Store(), cluster, spec_file, replace)
     err = Console(stderr=True)
 
     def line(text: str) -> None:

@@ -1,7 +1,7 @@
 """The documented shapes of `--output json` (docs/output.md): plain dicts built on purpose.
 
 Not dataclass dumps: a renamed internal field must not change what scripts read. Times are
-ISO 8601 in UTC ("2026-11-22T05:30:00Z"), never epoch floats; keys are snake_case; a key
+ISO 8601 in UTC with milliseconds ("2026-11-22T05:30:00.125Z"), never epoch floats; keys are snake_case; a key
 is only ever added, never renamed or removed, within apiVersion metalctl/v1alpha1.
 """
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds: event latencies (the membership bench) are sub-second.
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def node(n: NodeRecord, *, facts: bool = False) -> dict[str, Any]:

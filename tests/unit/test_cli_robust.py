@@ -188,7 +188,9 @@ def test_a2_locked_db_exits_6_and_changes_nothing(tmp_path: Path) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         changed = spec.read_text().replace("192.0.2.14", "192.0.2.24")
         spec.write_text(changed)
-        proc = metalctl("swarm", "env", "-f", str(spec), home=home, METALCTL_DB_TIMEOUT="0.2")
+        proc = metalctl(
+            "swarm", "env", "-f", str(spec), "--replace", home=home, METALCTL_DB_TIMEOUT="0.2"
+        )
     finally:
         holder.kill()
         holder.wait()

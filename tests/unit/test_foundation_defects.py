@@ -199,3 +199,31 @@ def test_replace_refuses_to_drop_nodes_still_in_the_swarm(tmp_path: Path) -> Non
     assert proc.returncode == 5, proc.stderr
     assert "n4 (active)" in proc.stderr and "nodes remove" in proc.stderr
     assert store.get_node("rack1", "n4").state == lifecycle.ACTIVE
+
+
+def test_phase_failures_keep_their_exit_code_conflict(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    spec = tmp_path / "rack.yaml"
+    spec.write_text(GOOD_SPEC)
+    assert metalctl("swarm", "env", "-f", str(spec), home=home).returncode == 0
+    store = Store(home / "metalctl.db")
+    for state in (lifecycle.DEPLOYING, lifecycle.ACTIVE, lifecycle.LEAVING):
+        lifecycle.transition(store, "rack1", ["n4"], state, "test")
+
+    proc = metalctl("deploy", "swarm", "-c", "rack1", home=home)
+
+    assert proc.returncode == 5, proc.stderr  # a conflict, not "deploy failed" (7)
+    assert "phase 'check nodes'" in proc.stderr and "n4 is 'leaving'" in proc.stderr
+
+
+def test_phase_failures_keep_their_exit_code_timeout(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    home = tmp_path / "home"
+    spec = one_node_spec(tmp_path, closed)
+
+    proc = metalctl("deploy", "swarm", "-f", str(spec), "--ssh-timeout", "1", home=home)
+
+    assert proc.returncode == 8, proc.stderr  # a timeout, not "deploy failed" (7)
+    assert "solo-1: SSH on 127.0.0.1" in proc.stderr
