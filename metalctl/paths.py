@@ -14,10 +14,13 @@ $METALCTL_HOME/                      (default: $XDG_DATA_HOME/metalctl or ~/.loc
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from metalctl.errors import HostSetupError
+from metalctl.errors import HostSetupError, UsageError
+
+CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def metalctl_home() -> Path:
@@ -83,6 +86,13 @@ class ClusterPaths:
 
     @classmethod
     def for_cluster(cls, name: str, home: Path | None = None) -> ClusterPaths:
+        # The name becomes a folder that 'lab down' deletes: '../x' or '/' must never get
+        # here, whichever command passed it on.
+        if not CLUSTER_NAME.fullmatch(name):
+            raise UsageError(
+                f"{name!r} is not a valid cluster name",
+                hint="a cluster name is a lowercase DNS label: a-z, 0-9 and '-', at most 63",
+            )
         return cls((home or metalctl_home()) / "clusters" / name)
 
     @property
