@@ -6,6 +6,7 @@ import difflib
 from pathlib import Path
 
 from metalctl import lifecycle, provisioners
+from metalctl.deploy.workload import DEFAULT_WORKLOAD, load_workload
 from metalctl.errors import ConflictError, UsageError
 from metalctl.paths import ClusterPaths, write_public
 from metalctl.spec import ClusterSpec, load_spec_file, parse_spec
@@ -35,6 +36,7 @@ def load_cluster(
     assert spec_file is not None
     spec = load_spec_file(spec_file)
     provisioners.check_known(spec.spec.provisioner, str(spec_file))
+    load_workload(DEFAULT_WORKLOAD).check(spec)
     _check_replacement(store, spec, spec_file, replace)
     provisioners.get(spec.spec.provisioner).enroll(
         store, spec, f"registered from {spec_file}", replace=replace

@@ -43,9 +43,18 @@ def lab_up_cmd(
 ) -> None:
     """Create a lab of ready nodes and write its cluster spec. Re-running is harmless."""
     progress = ConsoleProgress()
+    from metalctl.deploy.workload import DEFAULT_WORKLOAD, load_workload
     from metalctl.provisioners import lab  # lazy: the Docker SDK is slow to import
 
-    spec = lab.lab_up(Store(), name, nodes, managers, consul_servers, progress=progress.message)
+    spec = lab.lab_up(
+        Store(),
+        name,
+        nodes,
+        managers,
+        consul_servers,
+        progress=progress.message,
+        check=load_workload(DEFAULT_WORKLOAD).check,
+    )
     rows = [
         {
             "name": n.name,

@@ -130,6 +130,7 @@ def deploy(
 
 
 def _check_states(ctx: _Ctx) -> None:
+    ctx.workload.check(ctx.spec)  # its constraints, e.g. an odd number of managers
     names = set(ctx.names)
     for node in ctx.store.list_nodes(ctx.spec.name):
         if node.name in names and node.state not in DEPLOYABLE:

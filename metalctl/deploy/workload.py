@@ -6,6 +6,7 @@ the installation is broken, which is a host-setup error (6), not a missing workl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,50 @@ import yaml
 
 from metalctl.errors import HostSetupError, NotFoundError, SpecError
 from metalctl.paths import project_root
+from metalctl.spec import ClusterSpec
 
 WORKLOAD_FILE = "workload.yaml"
 _REINSTALL = (
     "reinstall metalctl (pip install -e . in its source tree), or point METALCTL_SHARE "
     "at the folder that holds workloads/ and roles/"
 )
+
+
+# The workload a cluster spec is checked against when it is registered (lab up, -f): the
+# spec's swarm/consul sections are its groups. A deploy checks the workload it runs.
+DEFAULT_WORKLOAD = "swarm"
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """workload.yaml ``constraints.GROUP``: how many nodes the spec may put in a group.
+
+    ``field`` is the dotted path of the spec list that fills the group
+    (``spec.swarm.managers``); ``odd`` is for Raft groups, whose quorum an even size
+    does not improve.
+    """
+
+    group: str
+    field: str
+    min: int = 1
+    max: int | None = None
+    odd: bool = False
+
+    def problems(self, spec: ClusterSpec) -> list[tuple[str, str]]:
+        members = _field(spec, self.field)
+        if not isinstance(members, list):
+            return [(self.field, f"the workload's group {self.group} needs this list")]
+        count, why = len(members), f"(workload constraint {self.group})"
+        problems = []
+        if self.odd and count % 2 == 0:
+            problems.append(
+                (self.field, f"needs an odd number of nodes for a quorum, got {count} {why}")
+            )
+        if count < self.min:
+            problems.append((self.field, f"needs at least {self.min}, got {count} {why}"))
+        if self.max is not None and count > self.max:
+            problems.append((self.field, f"at most {self.max} are supported, got {count} {why}"))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -29,10 +68,24 @@ class Workload:
     directory: Path
     playbook: str
     roles: list[str]
+    constraints: tuple[GroupRule, ...] = ()
 
     @property
     def roles_path(self) -> Path:
         return self.directory.parent.parent / "roles"
+
+    def check(self, spec: ClusterSpec) -> None:
+        """SpecError (exit 3) naming each field whose group breaks a constraint."""
+        problems = [p for rule in self.constraints for p in rule.problems(spec)]
+        if problems:
+            raise SpecError(f"of cluster {spec.name} for workload {self.name}", problems)
+
+
+def _field(spec: ClusterSpec, dotted: str) -> Any:
+    value: Any = spec.model_dump(by_alias=True)
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def load_workload(name: str, root: Path | None = None) -> Workload:
@@ -88,7 +141,28 @@ def _parse(path: Path) -> Workload:
         raise bad("description", "must be text")
     if not isinstance(playbook, str):
         raise bad("playbook", "must be a file name in the workload's folder")
-    return Workload(name, description.strip(), path.parent, playbook, list(roles))
+    rules = _rules(data.get("constraints") or {}, bad)
+    return Workload(name, description.strip(), path.parent, playbook, list(roles), rules)
+
+
+def _rules(raw: Any, bad: Callable[[str, str], SpecError]) -> tuple[GroupRule, ...]:
+    if not isinstance(raw, dict):
+        raise bad("constraints", "must map group names to {field, min, max, odd}")
+    rules = []
+    for group, rule in raw.items():
+        where = f"constraints.{group}"
+        if not isinstance(rule, dict) or not isinstance(rule.get("field"), str):
+            raise bad(where, "needs field: the dotted spec path of the group's node list")
+        unknown = set(rule) - {"field", "min", "max", "odd"}
+        if unknown:
+            raise bad(where, f"unknown keys: {', '.join(sorted(unknown))}")
+        low, high, odd = rule.get("min", 1), rule.get("max"), rule.get("odd", False)
+        if type(low) is not int or (high is not None and type(high) is not int):
+            raise bad(where, "min and max must be whole numbers")
+        if not isinstance(odd, bool):
+            raise bad(where, "odd must be true or false")
+        rules.append(GroupRule(str(group), rule["field"], low, high, odd))
+    return tuple(rules)
 
 
 def _check_roles(workload: Workload) -> None:

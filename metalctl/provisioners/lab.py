@@ -58,6 +58,7 @@ _UNPRIVILEGED: dict[str, Any] = {
 }
 
 Progress = Callable[[str], None]
+SpecCheck = Callable[[ClusterSpec], None]
 
 
 @dataclass(frozen=True)
@@ -134,16 +135,21 @@ def lab_up(
     consul_servers: int | None = None,
     progress: Progress | None = None,
     ssh_timeout: float = SSH_WAIT_SECONDS,
+    check: SpecCheck | None = None,
 ) -> ClusterSpec:
-    """Create (or complete) a lab and record its nodes as ready. Re-running is harmless."""
+    """Create (or complete) a lab and record its nodes as ready. Re-running is harmless.
+
+    ``check`` is the workload's constraint check (quorum sizes), run on the lab's spec
+    before anything is made; its errors speak in the flags the user typed.
+    """
     say = progress or (lambda _m: None)
-    lab_spec(name, nodes, managers, consul_servers, "172.30.0.0/24")  # validate flags first
+    lab_spec(name, nodes, managers, consul_servers, "172.30.0.0/24", check)  # flags first
     _refuse_other_shapes(store, name, nodes)
     client = docker_client()
     image = lab_image.ensure_image(progress=say)
     with _docker_refusals(f"lab up {name}"):
         subnet = _ensure_network(client, name)
-        spec = lab_spec(name, nodes, managers, consul_servers, subnet)
+        spec = lab_spec(name, nodes, managers, consul_servers, subnet, check)
         _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
     paths = ClusterPaths.for_cluster(name)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -236,7 +242,12 @@ def _start_nodes(
 
 
 def lab_spec(
-    name: str, nodes: int, managers: int, consul_servers: int | None, subnet: str
+    name: str,
+    nodes: int,
+    managers: int,
+    consul_servers: int | None,
+    subnet: str,
+    check: SpecCheck | None = None,
 ) -> ClusterSpec:
     """The cluster spec of a lab: node i is NAME-i at .(10+i) of the lab subnet."""
     if not 1 <= nodes <= 200:
@@ -262,7 +273,10 @@ def lab_spec(
         },
     }
     try:
-        return parse_spec(yaml.safe_dump(body), source=f"for lab '{name}'")
+        spec = parse_spec(yaml.safe_dump(body), source=f"for lab '{name}'")
+        if check:
+            check(spec)
+        return spec
     except SpecError as exc:
         # Speak in the flags the user typed, not in spec fields.
         flags = {
