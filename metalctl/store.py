@@ -69,6 +69,36 @@ CREATE TABLE IF NOT EXISTS events (
     actor       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_cluster ON events(cluster, id);
+-- Machines seen by the boot service (PXE), tied to a cluster node only once enrolled.
+CREATE TABLE IF NOT EXISTS machines (
+    id          TEXT PRIMARY KEY,
+    primary_mac TEXT NOT NULL UNIQUE,
+    macs_json   TEXT NOT NULL,
+    smbios_uuid TEXT UNIQUE,
+    serial      TEXT,
+    facts_json  TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    cluster     TEXT,
+    node        TEXT,
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL
+);
+-- Every MAC of every machine: a machine is found by any of its NICs, and no NIC can
+-- belong to two machines.
+CREATE TABLE IF NOT EXISTS machine_macs (
+    mac         TEXT PRIMARY KEY,
+    machine_id  TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS machine_macs_by_machine ON machine_macs(machine_id);
+-- Per-boot discovery tokens; only a token's SHA-256 is kept, never the token.
+CREATE TABLE IF NOT EXISTS boot_tokens (
+    hash        TEXT PRIMARY KEY,
+    mac         TEXT NOT NULL,
+    issued_at   REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    used_at     REAL
+);
+CREATE INDEX IF NOT EXISTS boot_tokens_by_expiry ON boot_tokens(expires_at);
 """
 
 
@@ -316,6 +346,221 @@ class Store:
         )
         return [EventRecord(**dict(r)) for r in rows]
 
+    # machines seen by the boot service ------------------------------------------
+    def list_machines(self, state: str | None = None) -> list[MachineRecord]:
+        sql, args = "SELECT * FROM machines", []
+        if state is not None:
+            sql += " WHERE state = ?"
+            args.append(state)
+        rows = self._db.execute(sql + " ORDER BY first_seen, id", args).fetchall()
+        return [_machine(r) for r in rows]
+
+    def find_machine(self, mac_or_id: str) -> MachineRecord | None:
+        """The machine with this id, or with this MAC on any of its NICs (any case, : or -)."""
+        key = _mac_or_id_key(mac_or_id)
+        row = self._db.execute(
+            "SELECT * FROM machines WHERE id = ? "
+            "OR id = (SELECT machine_id FROM machine_macs WHERE mac = ?)",
+            (key, key),
+        ).fetchone()
+        return None if row is None else _machine(row)
+
+    def get_machine(self, mac_or_id: str) -> MachineRecord:
+        machine = self.find_machine(mac_or_id)
+        if machine is None:
+            raise NotFoundError(
+                f"no machine with id or MAC '{mac_or_id}'",
+                hint="machines appear once they PXE-boot the discovery image",
+            )
+        return machine
+
+    def upsert_discovered(
+        self, facts: dict[str, Any], *, boot_mac: str | None = None
+    ) -> MachineRecord:
+        """Record a discovery report without a boot token (see ``discovery``)."""
+        with self.discovery(facts, boot_mac=boot_mac) as attempt:
+            pass
+        assert attempt.result is not None  # set by discovery() once the body returned
+        return attempt.result
+
+    @contextmanager
+    def discovery(
+        self,
+        facts: dict[str, Any],
+        *,
+        boot_mac: str | None = None,
+        token_hash: str | None = None,
+        now: float | None = None,
+    ) -> Iterator[DiscoveryAttempt]:
+        """One discovery report as one transaction.
+
+        ``facts`` is a validated facts document (``nics[].mac``, ``dmi.uuid``,
+        ``dmi.serial`` identify the machine). The machine it belongs to (any MAC or the
+        SMBIOS UUID matches) and the boot token are read inside the transaction and
+        yielded; the caller refuses by raising, which rolls everything back. Otherwise the
+        token is marked used and the machine created or updated (facts, last_seen), with
+        an event, and ``attempt.result`` holds it. Facts that match two machines, or a
+        machine whose SMBIOS UUID differs, raise ConflictError: nothing is merged silently.
+        The primary MAC is the one that booted (``boot_mac``, else the token's) when the
+        machine is new, and stays while the machine still has that NIC.
+        """
+        identity = _identity(facts, boot_mac)
+        at = time.time() if now is None else now
+        with self.transaction() as db:
+            existing = self._matching_machine(db, identity)
+            token = None if token_hash is None else self._boot_token(db, token_hash)
+            attempt = DiscoveryAttempt(identity.macs, existing, token, at)
+            yield attempt
+            if token_hash is not None:
+                db.execute("UPDATE boot_tokens SET used_at = ? WHERE hash = ?", (at, token_hash))
+            booted = identity.boot_mac or (None if token is None else token.mac)
+            attempt.result = self._save_discovered(db, identity, facts, existing, at, booted)
+
+    def set_machine_state(
+        self,
+        mac_or_id: str,
+        state: str,
+        reason: str,
+        *,
+        cluster: str | None = None,
+        node: str | None = None,
+        actor: str = "metalctl",
+    ) -> MachineRecord:
+        """Mark a machine enrolled/provisioned (or back to discovered), with an event."""
+        if state not in MACHINE_STATES:
+            raise ValueError(f"machine state must be one of {MACHINE_STATES}, not {state!r}")
+        with self.transaction() as db:
+            machine = self.get_machine(mac_or_id)  # read inside: no change slips in between
+            db.execute(
+                "UPDATE machines SET state = ?, cluster = ?, node = ? WHERE id = ?",
+                (state, cluster, node, machine.id),
+            )
+            add_event(
+                db,
+                "",
+                MACHINE_EVENT,
+                f"machine {machine.id} ({machine.primary_mac}): {reason}",
+                from_state=machine.state,
+                to_state=state,
+                actor=actor,
+            )
+        return self.get_machine(machine.id)
+
+    def forget_machine(self, mac_or_id: str, reason: str, *, actor: str = "metalctl") -> None:
+        """Drop a machine and its MACs (a NIC moved, a board replaced), with an event."""
+        with self.transaction() as db:
+            machine = self.get_machine(mac_or_id)
+            db.execute("DELETE FROM machine_macs WHERE machine_id = ?", (machine.id,))
+            db.execute("DELETE FROM machines WHERE id = ?", (machine.id,))
+            add_event(
+                db,
+                "",
+                MACHINE_EVENT,
+                f"machine {machine.id} ({machine.primary_mac}) forgotten: {reason}",
+                from_state=machine.state,
+                actor=actor,
+            )
+
+    def _matching_machine(self, db: sqlite3.Connection, ident: _Identity) -> MachineRecord | None:
+        marks = ",".join("?" * len(ident.macs))
+        ids = sorted(
+            r[0]
+            for r in db.execute(
+                f"SELECT machine_id FROM machine_macs WHERE mac IN ({marks}) "
+                "UNION SELECT id FROM machines WHERE smbios_uuid = ?",
+                [*ident.macs, ident.smbios_uuid],
+            )
+        )
+        if not ids:
+            return None
+        row = db.execute("SELECT * FROM machines WHERE id = ?", (ids[0],)).fetchone()
+        machine = _machine(row)
+        clash = len(ids) > 1 or (
+            machine.smbios_uuid is not None
+            and ident.smbios_uuid is not None
+            and machine.smbios_uuid != ident.smbios_uuid
+        )
+        if clash:
+            raise _identity_conflict(ids, ident, machine)
+        return machine
+
+    def _save_discovered(
+        self,
+        db: sqlite3.Connection,
+        ident: _Identity,
+        facts: dict[str, Any],
+        existing: MachineRecord | None,
+        at: float,
+        booted: str | None,
+    ) -> MachineRecord:
+        if existing is not None and existing.primary_mac in ident.macs:
+            primary = existing.primary_mac
+        elif booted is not None and booted in ident.macs:
+            primary = booted
+        else:
+            primary = ident.macs[0]
+        values = (primary, json.dumps(ident.macs), ident.smbios_uuid, ident.serial)
+        if existing is None:
+            # The id is drawn by SQLite (48 random bits) so that this module needs no
+            # randomness of its own; the PRIMARY KEY refuses the (unlikely) repeat.
+            machine_id = db.execute(
+                "INSERT INTO machines (id, primary_mac, macs_json, smbios_uuid, serial, "
+                "facts_json, state, first_seen, last_seen) "
+                "VALUES ('m-' || lower(hex(randomblob(6))), ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (*values, json.dumps(facts), MACHINE_DISCOVERED, at, at),
+            ).fetchall()[0][0]
+            what = "discovered"
+        else:
+            machine_id = existing.id
+            db.execute(
+                "UPDATE machines SET primary_mac = ?, macs_json = ?, "
+                "smbios_uuid = COALESCE(?, smbios_uuid), serial = ?, facts_json = ?, "
+                "last_seen = ? WHERE id = ?",
+                (*values, json.dumps(facts), at, machine_id),
+            )
+            what = "booted discovery again: facts updated"
+        db.execute("DELETE FROM machine_macs WHERE machine_id = ?", (machine_id,))
+        db.executemany(
+            "INSERT INTO machine_macs (mac, machine_id) VALUES (?, ?)",
+            [(mac, machine_id) for mac in ident.macs],
+        )
+        add_event(
+            db,
+            "",
+            MACHINE_EVENT,
+            f"machine {machine_id} ({primary}) {what}",
+            from_state=None if existing is None else existing.state,
+            to_state=MACHINE_DISCOVERED if existing is None else existing.state,
+            actor="boot",
+        )
+        return _machine(db.execute("SELECT * FROM machines WHERE id = ?", (machine_id,)).fetchone())
+
+    # boot tokens (their policy is metalctl.boot.tokens) ---------------------------
+    def add_boot_token(
+        self,
+        token_hash: str,
+        mac: str,
+        *,
+        issued_at: float,
+        expires_at: float,
+        forget_before: float,
+    ) -> None:
+        """Keep a new token's hash; tokens that expired before ``forget_before`` go, so
+        the table stays as small as the boots of the last retention period."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM boot_tokens WHERE expires_at < ?", (forget_before,))
+            db.execute(
+                "INSERT INTO boot_tokens (hash, mac, issued_at, expires_at) VALUES (?, ?, ?, ?)",
+                (token_hash, mac.lower(), issued_at, expires_at),
+            )
+
+    def get_boot_token(self, token_hash: str) -> BootTokenRecord | None:
+        return self._boot_token(self._db, token_hash)
+
+    def _boot_token(self, db: sqlite3.Connection, token_hash: str) -> BootTokenRecord | None:
+        row = db.execute("SELECT * FROM boot_tokens WHERE hash = ?", (token_hash,)).fetchone()
+        return None if row is None else BootTokenRecord(**dict(row))
+
 
 def add_event(
     db: sqlite3.Connection,
@@ -334,3 +579,121 @@ def add_event(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (time.time(), cluster, node, kind, from_state, to_state, reason, actor),
     )
+
+
+# Machines seen by the boot service -------------------------------------------------
+
+MACHINE_DISCOVERED, MACHINE_ENROLLED, MACHINE_PROVISIONED = "discovered", "enrolled", "provisioned"
+MACHINE_STATES = (MACHINE_DISCOVERED, MACHINE_ENROLLED, MACHINE_PROVISIONED)
+# Machine events go to the events table under cluster "" (a machine has no cluster until
+# enrolled) with this kind.
+MACHINE_EVENT = "machine"
+
+# SMBIOS UUIDs that firmware fills in when the vendor did not set one: shared by many
+# machines, so they identify nothing and are ignored (else unrelated machines would merge).
+_PLACEHOLDER_UUIDS = frozenset(
+    {
+        "00000000-0000-0000-0000-000000000000",
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        "03000200-0400-0500-0006-000700080009",
+    }
+)
+
+
+@dataclass(frozen=True)
+class MachineRecord:
+    id: str
+    primary_mac: str
+    macs: tuple[str, ...]
+    smbios_uuid: str | None
+    serial: str | None
+    facts: dict[str, Any]
+    state: str
+    cluster: str | None
+    node: str | None
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class BootTokenRecord:
+    hash: str
+    mac: str
+    issued_at: float
+    expires_at: float
+    used_at: float | None
+
+
+@dataclass
+class DiscoveryAttempt:
+    """What a discovery report is about to change, seen inside its transaction."""
+
+    macs: tuple[str, ...]
+    machine: MachineRecord | None
+    token: BootTokenRecord | None
+    now: float
+    result: MachineRecord | None = None
+
+
+@dataclass(frozen=True)
+class _Identity:
+    macs: tuple[str, ...]
+    boot_mac: str | None
+    smbios_uuid: str | None
+    serial: str | None
+
+
+def _identity(facts: dict[str, Any], boot_mac: str | None) -> _Identity:
+    macs = tuple(str(nic["mac"]).lower() for nic in facts.get("nics", []))
+    if not macs:
+        raise ValueError("discovery facts list no NIC: a machine is known by its MACs")
+    boot = None if boot_mac is None else boot_mac.lower()
+    if boot is not None and boot not in macs:
+        raise ValueError(f"boot MAC {boot} is not among the facts' NICs {list(macs)}")
+    dmi = facts.get("dmi") or {}
+    uuid = str(dmi["uuid"]).strip().lower() if dmi.get("uuid") else None
+    serial = str(dmi["serial"]) if dmi.get("serial") else None
+    return _Identity(macs, boot, None if uuid in _PLACEHOLDER_UUIDS else uuid, serial)
+
+
+def _identity_conflict(ids: list[str], ident: _Identity, machine: MachineRecord) -> Exception:
+    # Imported here, not at the top, so that this slice's change to the module stays apart
+    # from its import block (edited concurrently); hoist it when convenient.
+    from metalctl.errors import ConflictError
+
+    if len(ids) > 1:
+        return ConflictError(
+            f"these facts (MACs {', '.join(ident.macs)}, SMBIOS UUID {ident.smbios_uuid}) "
+            f"match several known machines: {', '.join(ids)}",
+            hint="a NIC moved between machines? forget the stale machine, then reboot this one",
+        )
+    return ConflictError(
+        f"these facts share a MAC with machine {machine.id} but report SMBIOS UUID "
+        f"{ident.smbios_uuid}, not its {machine.smbios_uuid}",
+        hint="a NIC moved to another machine, or a board was replaced? forget "
+        f"{machine.id}, then reboot this one",
+    )
+
+
+def _machine(row: sqlite3.Row) -> MachineRecord:
+    data = dict(row)
+    return MachineRecord(
+        id=data["id"],
+        primary_mac=data["primary_mac"],
+        macs=tuple(json.loads(data["macs_json"])),
+        smbios_uuid=data["smbios_uuid"],
+        serial=data["serial"],
+        facts=json.loads(data["facts_json"]),
+        state=data["state"],
+        cluster=data["cluster"],
+        node=data["node"],
+        first_seen=data["first_seen"],
+        last_seen=data["last_seen"],
+    )
+
+
+def _mac_or_id_key(text: str) -> str:
+    """MACs in lowercase colon form (``AA-BB-...`` too); anything else is an id, as given."""
+    key = text.strip().lower()
+    looks_like_mac = len(key) == 17 and all(key[i] in ":-" for i in range(2, 17, 3))
+    return key.replace("-", ":") if looks_like_mac else text.strip()
