@@ -39,6 +39,17 @@ def test_deploy_does_not_import_membership() -> None:
             "metalctl.provisioners.lab",
             ("metalctl.deploy", "metalctl.membership", "metalctl.operations"),
         ),
+        # the boot service (PXE): core only
+        (
+            "metalctl.boot.service",
+            (
+                "metalctl.cli",
+                "metalctl.operations",
+                "metalctl.deploy",
+                "metalctl.membership",
+                "metalctl.clients",
+            ),
+        ),
         # core
         ("metalctl.lifecycle", ("metalctl.clients", "metalctl.deploy", "metalctl.membership")),
         ("metalctl.spec", ("metalctl.clients", "metalctl.deploy", "metalctl.provisioners")),
