@@ -1,45 +1,207 @@
 """The cluster spec (apiVersion metalctl/v1alpha1, kind Cluster): typed models and validation.
 
-A spec is validated completely before anything changes: shape and types first
-(pydantic, unknown keys rejected), then the cross-field rules (quorum, duplicates,
-membership of master/managers/servers). All problems are reported together, each
-naming its field (``spec.swarm.managers``) and what to do about it.
+A spec is validated completely before anything changes: the text first (size,
+encoding), then the YAML (nesting depth, alias expansion, duplicate keys), then
+shape and types (pydantic in strict mode, unknown keys rejected), then the
+cross-field rules (quorum, duplicates, membership of master/managers/servers, ports).
+Problems are reported together, each naming its field (``spec.swarm.managers``) and
+what to do about it; the report is bounded however hostile the spec is.
 """
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import os
 import re
+import stat
+import unicodedata
+import urllib.parse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.nodes import Node as YamlNode
+from yaml.resolver import Resolver
 
 from metalctl.errors import SpecError
+
+try:
+    from yaml._yaml import CParser as _Events  # libyaml: scans and parses in C
+except ImportError:  # PyYAML built without libyaml: the same events, parsed in Python
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Events(Reader, Scanner, Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
 
 API_VERSION = "metalctl/v1alpha1"
 KIND = "Cluster"
 MAX_MANAGERS = 7
 PLAIN_DOCKER_PORT = 2375
 
-_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Limits: far above any real cluster, low enough that a hostile spec is refused within
+# a second or so, with a short message, and without a traceback.
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # YAML nesting levels; a spec needs 6
+# YAML values, aliases counted each time used: 1000 nodes with a dozen labels each need 40k.
+MAX_VALUES = 50_000
+MAX_NODES = 1000
+MAX_LABELS = 64
+MAX_PROBLEMS = 20  # listed in a SpecError; the rest are counted
+MAX_QUOTE = 60  # characters of a user's value quoted in a message
+_MAX_FIELD = 80
+_MAX_MESSAGE = 240
+
+# Ports that Swarm, Consul and SSH use on every node: the Docker API (and sshd) cannot
+# take them too.
+SERVICE_PORTS: dict[int, str] = {
+    22: "SSH (metalctl deploys over it)",
+    2377: "Swarm cluster management",
+    4789: "Swarm overlay networks (VXLAN)",
+    7946: "Swarm node gossip",
+    8300: "Consul server RPC",
+    8301: "Consul LAN gossip",
+    8302: "Consul WAN gossip",
+    8500: "Consul HTTP API",
+    8501: "Consul HTTPS API",
+    8502: "Consul gRPC",
+    8600: "Consul DNS",
+}
+
+# Every pattern is used with fullmatch: '$' would also match before a final newline.
+_DNS_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+# Not starting with '-': the user is passed to ssh, where '-o...' would be an option.
+_SSH_USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}"
+_DATACENTER = r"[a-z0-9-]{1,64}"
+# [0-9], not \d: \d matches any Unicode digit, and the version is a path component.
+_VERSION = r"[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}(-[0-9A-Za-z.]{1,40})?"
+_SHA256 = r"[0-9a-f]{64}"
+_PROVISIONER = r"[a-z][a-z0-9-]{0,31}"
+_LABEL_KEY = r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?"
+# Printable ASCII without spaces; no braces, which Ansible would take for a template.
+_URL = r"https?://[!-z|~]{1,2040}"
+
+
+def _matching(pattern: str, what: str) -> AfterValidator:
+    """A validator refusing a string that does not match *pattern* as a whole."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{_quote(value)} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_address(value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(
+            f"{_quote(value)} is not an IPv4 address; Consul and Swarm advertise and join by "
+            "IP address, so give the node's address (like 192.0.2.11), not a host name"
+        ) from None
+    if address.version == 6:
+        raise ValueError(
+            "IPv6 addresses are not supported yet (Docker/Consul URLs and Swarm advertise "
+            "addresses are built for IPv4); use the node's IPv4 address"
+        )
+    unusable = _unusable(address)
+    if unusable:
+        raise ValueError(
+            f"{value} is {unusable}; give an address at which the admin host and the "
+            "other nodes reach this node"
+        )
+    return value
+
+
+def _unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_loopback:
+        return "a loopback address (every machine's own)"
+    if address.is_multicast:
+        return "a multicast address"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    if address.is_reserved:
+        return "a reserved address (240.0.0.0/4)"
+    return None
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not re.fullmatch(_LABEL_KEY, key):
+            raise ValueError(
+                f"label key {_quote(key)} must be letters, digits, '.', '_', '/' or '-' "
+                "(at most 128, starting and ending with a letter or digit)"
+            )
+        if len(value) > 256 or not _printable(value):
+            raise ValueError(
+                f"label {key}: the value must be at most 256 printable characters "
+                "(no control or formatting characters)"
+            )
+    return labels
+
+
+def _printable(text: str) -> bool:
+    """No control, formatting (bidi overrides, zero-width) or line/paragraph separators:
+    labels are shown in terminals."""
+    return not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in text)
+
+
+def _check_url(value: str) -> str:
+    if re.fullmatch(_URL, value):
+        try:
+            if urllib.parse.urlsplit(value).hostname:
+                return value
+        except ValueError:  # a malformed [IPv6] host
+            pass
+    raise ValueError(
+        f"{_quote(value)} is not an http:// or https:// URL (printable ASCII, no spaces or "
+        "braces, at most 2048 characters); give the URL of the Consul zip or binary"
+    )
+
+
+DnsLabel = Annotated[
+    str,
+    _matching(_DNS_LABEL, "a lowercase DNS label (a-z, 0-9, '-'; at most 63, no '-' at the ends)"),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # strict: YAML already gives real ints, strings and lists, so coercing "2222" or true
+    # to a port, or a set to a list, could only hide a mistake in the spec.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
 
 
 class SSH(_Model):
-    user: str = "root"
-    port: int = Field(22, ge=1, le=65535)
+    user: Annotated[str, _matching(_SSH_USER, "a user name (letters, digits, '_', '.', '-')")] = (
+        "root"
+    )
+    port: Port = 22
 
 
 class Node(_Model):
-    name: str
-    address: str
+    name: DnsLabel
+    address: Annotated[str, AfterValidator(_check_address)]
     ssh: SSH = SSH()
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Annotated[
+        dict[str, str], Field(max_length=MAX_LABELS), AfterValidator(_check_labels)
+    ] = Field(default_factory=dict)
     # The role of a node added on day 2 ('metalctl nodes add'); the first deploy's
     # managers are spec.swarm.managers (an odd count, for the quorum).
     swarm_role: Literal["manager", "worker"] | None = Field(None, alias="swarmRole")
@@ -47,29 +209,37 @@ class Node(_Model):
 
 class Swarm(_Model):
     master: str
-    managers: list[str]
-    docker_api_port: int = Field(2376, alias="dockerApiPort", ge=1, le=65535)
+    managers: list[str] = Field(max_length=MAX_NODES)
+    docker_api_port: Port = Field(2376, alias="dockerApiPort")
 
 
 class ConsulBinary(_Model):
-    url: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    url: Annotated[str, AfterValidator(_check_url)]
+    sha256: Annotated[str, _matching(_SHA256, "a SHA-256 digest (64 lowercase hex digits)")]
 
 
 class Consul(_Model):
-    servers: list[str]
-    datacenter: str = Field("dc1", pattern=r"^[a-z0-9-]+$")
-    version: str = "1.8.7"
+    servers: list[str] = Field(max_length=MAX_NODES)
+    datacenter: Annotated[
+        str, _matching(_DATACENTER, "a datacenter name (a-z, 0-9, '-'; at most 64)")
+    ] = "dc1"
+    version: Annotated[str, _matching(_VERSION, "a Consul version like 1.8.7 or 1.9.0-beta1")] = (
+        "1.8.7"
+    )
     binary: ConsulBinary | None = None
 
 
 class Metadata(_Model):
-    name: str
+    name: DnsLabel
 
 
 class ClusterBody(_Model):
-    provisioner: Literal["lab", "static"] = "static"
-    nodes: list[Node] = Field(min_length=1)
+    # Which provisioners exist is the provisioner registry's business (its caller checks);
+    # here only the shape of the name.
+    provisioner: Annotated[
+        str, _matching(_PROVISIONER, "a provisioner name (like 'static' or 'lab')")
+    ] = "static"
+    nodes: list[Node] = Field(min_length=1, max_length=MAX_NODES)
     swarm: Swarm
     consul: Consul
 
@@ -111,73 +281,358 @@ class ClusterSpec(_Model):
 
 
 def load_spec_file(path: Path) -> ClusterSpec:
+    """Read and validate a spec file. At most MAX_SPEC_BYTES + 1 bytes are read, and
+    only from a regular file, so ``-f /dev/zero`` or a huge file cannot eat memory."""
+    source = str(path)
     try:
-        text = path.read_text()
+        raw = _read_capped(path)
     except OSError as exc:
-        raise SpecError(str(path), [("file", f"cannot read it: {exc.strerror}")]) from exc
-    return parse_spec(text, source=str(path))
-
-
-def parse_spec(text: str, source: str = "<spec>") -> ClusterSpec:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(source, [("yaml", f"malformed YAML at {where}: {problem}")]) from exc
-    if not isinstance(data, dict):
-        raise SpecError(
-            source, [("(top)", "expected a mapping with apiVersion, kind, metadata, spec")]
+        raise _refusal(source, [("file", f"cannot read it: {exc.strerror or exc}")]) from exc
+    if raw is None:
+        raise _refusal(
+            source,
+            [("file", "is not a regular file (a device, pipe or directory); give a spec file")],
         )
+    return parse_spec(raw, source=source)
+
+
+def _read_capped(path: Path) -> bytes | None:
+    """The first MAX_SPEC_BYTES + 1 bytes of a regular file; None for anything else."""
+    # O_NONBLOCK: opening a FIFO that nobody writes to returns at once, to be refused.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(MAX_SPEC_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+def parse_spec(text: str | bytes, source: str = "<spec>") -> ClusterSpec:
+    """Validate a spec (YAML text, or its UTF-8 bytes) completely; raises SpecError
+    naming every problem found (at most MAX_PROBLEMS listed)."""
+    data = _load_yaml(_decode(text, source), source)
+    if not isinstance(data, dict):
+        raise _refusal(source, [("(top)", _top_problem(data))])
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, [_describe(err) for err in exc.errors()]) from exc
+        errors = exc.errors(include_url=False)
+        # Only the problems shown are described: a hostile spec can have 50k of them.
+        problems = [_describe(err) for err in errors[:MAX_PROBLEMS]]
+        raise _refusal(source, problems, total=len(errors)) from exc
     problems = check_rules(spec)
     if problems:
-        raise SpecError(source, problems)
+        raise _refusal(source, problems)
     return spec
 
 
-def _describe(err: Any) -> tuple[str, str]:
-    field = ".".join(str(p) for p in err["loc"]) or "(top)"
-    kind = err["type"]
+def _decode(text: str | bytes, source: str) -> str:
+    """The spec as text; refused before any parsing when too big, holding NUL bytes
+    (a UTF-16 file has them) or not UTF-8."""
+    # A str has at least as many bytes as characters: refuse a huge one before encoding.
+    too_big = (
+        f"is larger than 1 MiB ({MAX_SPEC_BYTES} bytes), the most a spec may be; "
+        "is it the right file?"
+    )
+    if len(text) > MAX_SPEC_BYTES:
+        raise _refusal(source, [("file", too_big)])
+    try:
+        raw = text.encode() if isinstance(text, str) else text
+    except UnicodeEncodeError as exc:
+        why = f"not UTF-8 text at character {exc.start} (an unpaired surrogate); give UTF-8 text"
+        raise _refusal(source, [("file", why)]) from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise _refusal(source, [("file", too_big)])
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        why = f"has a NUL byte at byte {nul}; a spec is UTF-8 text (save it as UTF-8)"
+        raise _refusal(source, [("file", why)])
+    if isinstance(text, str):
+        return text
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 text at byte {exc.start}; save the file as UTF-8"
+        raise _refusal(source, [("file", why)]) from exc
+
+
+def _top_problem(data: object) -> str:
+    wanted = "a mapping with apiVersion, kind, metadata and spec"
+    if data is None:
+        return f"the spec is empty; expected {wanted}"
+    return f"expected {wanted}, got {_what(data)}"
+
+
+class _LoadError(yaml.YAMLError):
+    """A YAML document that parses but that a spec may not be (too deep, too big, ...)."""
+
+
+class _Mark(Protocol):  # yaml.error.Mark, or libyaml's
+    line: int
+    column: int
+
+
+def _at(mark: _Mark | None) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown position"
+
+
+class _SpecLoader(Composer, _Events, SafeConstructor, Resolver):
+    """PyYAML's safe loader, bounded: nesting depth, values after alias expansion (a
+    'billion laughs' is refused, not expanded), no recursive aliases, no duplicate keys,
+    and tagged scalars that are not what their tag says reported with their position."""
+
+    def __init__(self, text: str) -> None:
+        _Events.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self._depth = 0
+        self._values = 0
+        # Each composed node's (values, height), aliases expanded: an alias costs what
+        # its target would, so sharing cannot hide size or depth.
+        self._extent: dict[YamlNode, tuple[int, int]] = {}
+
+    def compose_node(self, parent: YamlNode | None, index: Any) -> YamlNode | None:
+        event = self.peek_event()
+        mark = event.start_mark if event else None
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # else PyYAML reports the undefined alias
+                if target not in self._extent:
+                    raise _LoadError(
+                        f"alias *{event.anchor} at {_at(mark)} is inside the node it refers "
+                        "to; a spec cannot be recursive"
+                    )
+                self._spend(*self._extent[target], mark)
+            return super().compose_node(parent, index)
+        self._spend(1, 1, mark)
+        before = self._values
+        self._depth += 1
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if node is not None:
+            height = max((self._extent[c][1] for c in _children(node)), default=0)
+            self._extent[node] = (self._values - before + 1, height + 1)
+        return node
+
+    def _spend(self, values: int, height: int, mark: _Mark | None) -> None:
+        if self._depth + height > MAX_DEPTH:
+            raise _LoadError(
+                f"YAML nested more than {MAX_DEPTH} levels deep at {_at(mark)}; "
+                "a cluster spec needs 6"
+            )
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _LoadError(
+                f"the spec holds more than {MAX_VALUES} values (at {_at(mark)}; aliases "
+                f"count each time they are used); a spec of {MAX_NODES} nodes needs far fewer"
+            )
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], _Mark] = {}
+        for key, _ in node.value:
+            if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue  # complex keys are refused by the schema; merges may override
+            seen = first.setdefault((key.tag, key.value), key.start_mark)
+            if seen is not key.start_mark:
+                raise _LoadError(
+                    f"duplicate key {_quote(key.value)} at line {key.start_mark.line + 1} "
+                    f"(first at line {seen.line + 1}); a YAML mapping may hold each key "
+                    "once: keep one"
+                )
+        return node
+
+    def construct_object(self, node: YamlNode, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            # PyYAML's constructors raise plain Python errors for a scalar that is not
+            # what its tag says (!!int abc, !!bool maybe, an int of 5000 digits).
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise _LoadError(
+                f"the value at {_at(node.start_mark)} ({_quote(node.value)}) cannot be "
+                f"read as {tag}"
+            ) from exc
+
+
+def _children(node: YamlNode) -> list[YamlNode]:
+    if isinstance(node, MappingNode):
+        return [child for pair in node.value for child in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        return _read_yaml(text)
+    except _LoadError as exc:
+        raise _refusal(source, [("yaml", str(exc))]) from exc
+    except yaml.MarkedYAMLError as exc:
+        problem = exc.problem or str(exc)
+        if exc.context:
+            problem = f"{exc.context}: {problem}"
+        why = f"malformed YAML at {_at(exc.problem_mark)}: {problem}"
+        raise _refusal(source, [("yaml", why)]) from exc
+    except yaml.reader.ReaderError as exc:
+        why = f"unacceptable character at position {exc.position}: {exc.reason}; remove it"
+        raise _refusal(source, [("yaml", why)]) from exc
+    except yaml.YAMLError as exc:
+        raise _refusal(source, [("yaml", f"malformed YAML: {exc}")]) from exc
+
+
+def _read_yaml(text: str) -> Any:
+    loader = _SpecLoader(text)  # the pure-Python reader already checks characters here
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _refusal(source: str, problems: list[tuple[str, str]], total: int | None = None) -> SpecError:
+    """A SpecError whose text stays short however many problems (*total*, when only the
+    first are given) and however long the values quoted in them."""
+    shown = [(_clip(f, _MAX_FIELD), _clip(m, _MAX_MESSAGE)) for f, m in problems[:MAX_PROBLEMS]]
+    hidden = (len(problems) if total is None else total) - len(shown)
+    if hidden > 0:
+        shown.append(
+            (f"... and {hidden} more problems", "not shown; fix the ones above and try again")
+        )
+    return SpecError(source, shown)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quote(value: object) -> str:
+    """A user's value for a message: quoted, escaped, at most MAX_QUOTE characters."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a very large integer"  # str() of one may be slow, or refused by Python
+    if isinstance(value, str):
+        return _clip(repr(value[:MAX_QUOTE]), MAX_QUOTE)  # slice first: it may be a megabyte
+    if isinstance(value, int | float):
+        return repr(value)
+    return _kind(value)
+
+
+def _kind(value: object) -> str:
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (type(None), "nothing (null)"),
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "a mapping"),
+        ((datetime.date, datetime.datetime), "a date"),
+        (bytes, "binary data"),
+        ((set, frozenset), "a set"),
+    ]
+    for types, name in kinds:
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def _what(value: object) -> str:
+    """What a user gave, for 'must be X, got ...'."""
+    if isinstance(value, bool | int | float | str):
+        return f"{_quote(value)} ({_kind(value)})"
+    if isinstance(value, datetime.date):
+        return f"{value.isoformat()} (a date)"
+    return _kind(value)
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _describe(err: ErrorDetails) -> tuple[str, str]:
+    field = _field(err["loc"])
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx", {})
     if kind == "extra_forbidden":
         return field, "unknown key; remove it or check its spelling (keys are camelCase)"
     if kind == "missing":
         return field, "required field is missing"
-    if kind == "literal_error" and field == "apiVersion":
-        return field, f"must be '{API_VERSION}'"
-    return field, err["msg"]
+    if kind in _EXPECTED:
+        return field, f"must be {_EXPECTED[kind]}, got {_what(value)}{_type_hint(kind, value)}"
+    if kind == "invalid_key":
+        return field, f"a key must be a string, got {_what(value)}; put it in quotes"
+    if kind == "value_error":
+        return field, str(ctx.get("error", err["msg"]))
+    if kind == "literal_error":
+        return field, f"must be {ctx.get('expected')}, got {_what(value)}"
+    if kind == "too_long":
+        got = len(value) if isinstance(value, list | dict) else ctx.get("actual_length")
+        return field, f"may hold at most {ctx.get('max_length')} entries, got {got}"
+    if kind == "too_short":
+        return field, "must not be empty"
+    if kind == "greater_than_equal":
+        return field, f"must be at least {ctx.get('ge')}, got {_quote(value)}"
+    if kind == "less_than_equal":
+        return field, f"must be at most {ctx.get('le')}, got {_quote(value)}"
+    return field, f"{err['msg']}, got {_what(value)}"
+
+
+def _type_hint(kind: str, value: object) -> str:
+    if kind == "string_type" and isinstance(value, bool | int | float | datetime.date):
+        return "; put it in quotes if it is meant as text"
+    if kind == "int_type" and isinstance(value, str):
+        return "; write the number without quotes"
+    return ""
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """spec.nodes.0.name; a part that a hostile spec made strange is quoted instead."""
+    parts = [
+        p if isinstance(p, str) and p.isprintable() and len(p) <= 40 else _quote(p) for p in loc
+    ]
+    return ".".join(str(p) for p in parts) or "(top)"
 
 
 def check_rules(spec: ClusterSpec) -> list[tuple[str, str]]:
     """Cross-field rules. Returns every problem found (field, message)."""
-    problems: list[tuple[str, str]] = []
-    if not _HOSTNAME.match(spec.name):
-        problems.append(("metadata.name", "must be a lowercase DNS label (a-z, 0-9, '-')"))
-    problems += _check_nodes(spec.nodes)
-    names = {n.name for n in spec.nodes}
     sw, consul = spec.spec.swarm, spec.spec.consul
+    names = {n.name for n in spec.nodes}
+    problems = _check_nodes(spec.nodes)
     problems += _check_members("spec.swarm.managers", sw.managers, names, MAX_MANAGERS)
     problems += _check_members("spec.consul.servers", consul.servers, names, None)
     if sw.master not in sw.managers:
         problems.append(
             (
                 "spec.swarm.master",
-                f"'{sw.master}' is not in spec.swarm.managers; the master must be a manager",
+                f"{_quote(sw.master)} is not in spec.swarm.managers; the master must be a manager",
             )
         )
+    managers = set(sw.managers)
     for i, node in enumerate(spec.nodes):
-        if node.name in sw.managers and node.swarm_role == "worker":
+        if node.name in managers and node.swarm_role == "worker":
             problems.append(
                 (
                     f"spec.nodes.{i}.swarmRole",
                     f"'{node.name}' is in spec.swarm.managers; remove swarmRole or the listing",
                 )
             )
-    if sw.docker_api_port == PLAIN_DOCKER_PORT:
+    return problems + _check_ports(spec)
+
+
+def _check_ports(spec: ClusterSpec) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    port = spec.spec.swarm.docker_api_port
+    if port == PLAIN_DOCKER_PORT:
         problems.append(
             (
                 "spec.swarm.dockerApiPort",
@@ -185,44 +640,45 @@ def check_rules(spec: ClusterSpec) -> list[tuple[str, str]]:
                 "mutual TLS (use 2376)",
             )
         )
+    elif port in SERVICE_PORTS:
+        problems.append(
+            (
+                "spec.swarm.dockerApiPort",
+                f"{port} is the port of {SERVICE_PORTS[port]} on every node; the Docker API "
+                "needs a port of its own (use 2376)",
+            )
+        )
+    for i, node in enumerate(spec.nodes):
+        ssh = node.ssh.port
+        if ssh == port and port not in SERVICE_PORTS:
+            why = f"{ssh} is also spec.swarm.dockerApiPort; sshd and Docker need different ports"
+            problems.append((f"spec.nodes.{i}.ssh.port", why))
+        elif ssh != 22 and ssh in SERVICE_PORTS:
+            why = f"{ssh} is the port of {SERVICE_PORTS[ssh]} on every node; sshd cannot have it"
+            problems.append((f"spec.nodes.{i}.ssh.port", why))
     return problems
 
 
 def _check_nodes(nodes: list[Node]) -> list[tuple[str, str]]:
+    """Duplicate names and addresses (each address is already a canonical IPv4 address)."""
     problems: list[tuple[str, str]] = []
     seen_names: dict[str, int] = {}
     seen_addrs: dict[str, int] = {}
     for i, node in enumerate(nodes):
         field = f"spec.nodes.{i}"
-        if not _HOSTNAME.match(node.name):
+        first = seen_names.setdefault(node.name, i)
+        if first != i:
             problems.append(
-                (
-                    f"{field}.name",
-                    f"'{node.name}' is not a valid hostname (lowercase a-z, 0-9, '-')",
-                )
+                (f"{field}.name", f"duplicate node name '{node.name}' (also spec.nodes.{first})")
             )
-        if node.name in seen_names:
-            problems.append(
-                (
-                    f"{field}.name",
-                    f"duplicate node name '{node.name}' (also spec.nodes.{seen_names[node.name]})",
-                )
-            )
-        seen_names.setdefault(node.name, i)
-        addr = _normalise_address(node.address)
-        if addr is None:
-            problems.append(
-                (f"{field}.address", f"'{node.address}' is not an IP address or hostname")
-            )
-        elif addr in seen_addrs:
+        first = seen_addrs.setdefault(node.address, i)
+        if first != i:
             problems.append(
                 (
                     f"{field}.address",
-                    f"duplicate address '{node.address}' (also spec.nodes.{seen_addrs[addr]})",
+                    f"duplicate address '{node.address}' (also spec.nodes.{first})",
                 )
             )
-        else:
-            seen_addrs[addr] = i
     return problems
 
 
@@ -241,17 +697,8 @@ def _check_members(
         problems.append((field, "lists a node more than once"))
     unknown = [m for m in members if m not in names]
     if unknown:
-        problems.append((field, f"names nodes not in spec.nodes: {', '.join(unknown)}"))
+        listed = ", ".join(_quote(m) for m in unknown[:5])
+        if len(unknown) > 5:
+            listed += f" and {len(unknown) - 5} more"
+        problems.append((field, f"names nodes not in spec.nodes: {listed}"))
     return problems
-
-
-def _normalise_address(address: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        pass
-    if _HOSTNAME.match(address.split(".")[0]) and all(
-        _HOSTNAME.match(part) for part in address.lower().split(".")
-    ):
-        return address.lower()
-    return None
