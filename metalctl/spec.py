@@ -18,44 +18,22 @@ import stat
 import unicodedata
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
-from yaml.composer import Composer
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
-from yaml.nodes import Node as YamlNode
-from yaml.resolver import Resolver
 
 from metalctl.errors import SpecError
-
-try:
-    from yaml._yaml import CParser as _Events  # libyaml: scans and parses in C
-except ImportError:  # PyYAML built without libyaml: the same events, parsed in Python
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
-
-    class _Events(Reader, Scanner, Parser):  # type: ignore[no-redef]
-        def __init__(self, stream: str) -> None:
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
-
+from metalctl.spec_yaml import LoadError, at, read_yaml
 
 API_VERSION = "metalctl/v1alpha1"
 KIND = "Cluster"
-MAX_MANAGERS = 7
 PLAIN_DOCKER_PORT = 2375
 
 # Limits: far above any real cluster, low enough that a hostile spec is refused within
 # a second or so, with a short message, and without a traceback.
 MAX_SPEC_BYTES = 1024 * 1024
-MAX_DEPTH = 32  # YAML nesting levels; a spec needs 6
-# YAML values, aliases counted each time used: 1000 nodes with a dozen labels each need 40k.
-MAX_VALUES = 50_000
 MAX_NODES = 1000
 MAX_LABELS = 64
 MAX_PROBLEMS = 20  # listed in a SpecError; the rest are counted
@@ -130,8 +108,6 @@ def _check_address(value: str) -> str:
 def _unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if address.is_unspecified:
         return "the unspecified address"
-    if address.is_loopback:
-        return "a loopback address (every machine's own)"
     if address.is_multicast:
         return "a multicast address"
     if address == ipaddress.IPv4Address("255.255.255.255"):
@@ -365,131 +341,22 @@ def _top_problem(data: object) -> str:
     return f"expected {wanted}, got {_what(data)}"
 
 
-class _LoadError(yaml.YAMLError):
-    """A YAML document that parses but that a spec may not be (too deep, too big, ...)."""
-
-
-class _Mark(Protocol):  # yaml.error.Mark, or libyaml's
-    line: int
-    column: int
-
-
-def _at(mark: _Mark | None) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown position"
-
-
-class _SpecLoader(Composer, _Events, SafeConstructor, Resolver):
-    """PyYAML's safe loader, bounded: nesting depth, values after alias expansion (a
-    'billion laughs' is refused, not expanded), no recursive aliases, no duplicate keys,
-    and tagged scalars that are not what their tag says reported with their position."""
-
-    def __init__(self, text: str) -> None:
-        _Events.__init__(self, text)
-        Composer.__init__(self)
-        SafeConstructor.__init__(self)
-        Resolver.__init__(self)
-        self._depth = 0
-        self._values = 0
-        # Each composed node's (values, height), aliases expanded: an alias costs what
-        # its target would, so sharing cannot hide size or depth.
-        self._extent: dict[YamlNode, tuple[int, int]] = {}
-
-    def compose_node(self, parent: YamlNode | None, index: Any) -> YamlNode | None:
-        event = self.peek_event()
-        mark = event.start_mark if event else None
-        if isinstance(event, yaml.AliasEvent):
-            target = self.anchors.get(event.anchor)
-            if target is not None:  # else PyYAML reports the undefined alias
-                if target not in self._extent:
-                    raise _LoadError(
-                        f"alias *{event.anchor} at {_at(mark)} is inside the node it refers "
-                        "to; a spec cannot be recursive"
-                    )
-                self._spend(*self._extent[target], mark)
-            return super().compose_node(parent, index)
-        self._spend(1, 1, mark)
-        before = self._values
-        self._depth += 1
-        node = super().compose_node(parent, index)
-        self._depth -= 1
-        if node is not None:
-            height = max((self._extent[c][1] for c in _children(node)), default=0)
-            self._extent[node] = (self._values - before + 1, height + 1)
-        return node
-
-    def _spend(self, values: int, height: int, mark: _Mark | None) -> None:
-        if self._depth + height > MAX_DEPTH:
-            raise _LoadError(
-                f"YAML nested more than {MAX_DEPTH} levels deep at {_at(mark)}; "
-                "a cluster spec needs 6"
-            )
-        self._values += values
-        if self._values > MAX_VALUES:
-            raise _LoadError(
-                f"the spec holds more than {MAX_VALUES} values (at {_at(mark)}; aliases "
-                f"count each time they are used); a spec of {MAX_NODES} nodes needs far fewer"
-            )
-
-    def compose_mapping_node(self, anchor: Any) -> MappingNode:
-        node = super().compose_mapping_node(anchor)
-        first: dict[tuple[str, str], _Mark] = {}
-        for key, _ in node.value:
-            if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                continue  # complex keys are refused by the schema; merges may override
-            seen = first.setdefault((key.tag, key.value), key.start_mark)
-            if seen is not key.start_mark:
-                raise _LoadError(
-                    f"duplicate key {_quote(key.value)} at line {key.start_mark.line + 1} "
-                    f"(first at line {seen.line + 1}); a YAML mapping may hold each key "
-                    "once: keep one"
-                )
-        return node
-
-    def construct_object(self, node: YamlNode, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
-            # PyYAML's constructors raise plain Python errors for a scalar that is not
-            # what its tag says (!!int abc, !!bool maybe, an int of 5000 digits).
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            raise _LoadError(
-                f"the value at {_at(node.start_mark)} ({_quote(node.value)}) cannot be "
-                f"read as {tag}"
-            ) from exc
-
-
-def _children(node: YamlNode) -> list[YamlNode]:
-    if isinstance(node, MappingNode):
-        return [child for pair in node.value for child in pair]
-    if isinstance(node, SequenceNode):
-        return list(node.value)
-    return []
-
-
 def _load_yaml(text: str, source: str) -> Any:
     try:
-        return _read_yaml(text)
-    except _LoadError as exc:
+        return read_yaml(text)
+    except LoadError as exc:
         raise _refusal(source, [("yaml", str(exc))]) from exc
     except yaml.MarkedYAMLError as exc:
         problem = exc.problem or str(exc)
         if exc.context:
             problem = f"{exc.context}: {problem}"
-        why = f"malformed YAML at {_at(exc.problem_mark)}: {problem}"
+        why = f"malformed YAML at {at(exc.problem_mark)}: {problem}"
         raise _refusal(source, [("yaml", why)]) from exc
     except yaml.reader.ReaderError as exc:
         why = f"unacceptable character at position {exc.position}: {exc.reason}; remove it"
         raise _refusal(source, [("yaml", why)]) from exc
     except yaml.YAMLError as exc:
         raise _refusal(source, [("yaml", f"malformed YAML: {exc}")]) from exc
-
-
-def _read_yaml(text: str) -> Any:
-    loader = _SpecLoader(text)  # the pure-Python reader already checks characters here
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 
 def _refusal(source: str, problems: list[tuple[str, str]], total: int | None = None) -> SpecError:
@@ -608,8 +475,10 @@ def check_rules(spec: ClusterSpec) -> list[tuple[str, str]]:
     sw, consul = spec.spec.swarm, spec.spec.consul
     names = {n.name for n in spec.nodes}
     problems = _check_nodes(spec.nodes)
-    problems += _check_members("spec.swarm.managers", sw.managers, names, MAX_MANAGERS)
-    problems += _check_members("spec.consul.servers", consul.servers, names, None)
+    # How many managers and servers a workload needs (odd, at most 7) is its workload.yaml's
+    # constraints (deploy/workload.py); the spec only checks that they name its nodes.
+    problems += _check_members("spec.swarm.managers", sw.managers, names)
+    problems += _check_members("spec.consul.servers", consul.servers, names)
     if sw.master not in sw.managers:
         problems.append(
             (
@@ -660,8 +529,20 @@ def _check_ports(spec: ClusterSpec) -> list[tuple[str, str]]:
 
 
 def _check_nodes(nodes: list[Node]) -> list[tuple[str, str]]:
-    """Duplicate names and addresses (each address is already a canonical IPv4 address)."""
+    """Duplicate names and addresses (each address is already a canonical IPv4 address);
+    loopback only for a one-node cluster (the admin host itself: other nodes could not
+    reach it there)."""
     problems: list[tuple[str, str]] = []
+    if len(nodes) > 1:
+        problems += [
+            (
+                f"spec.nodes.{i}.address",
+                f"{n.address} is a loopback address, which only a one-node cluster on the "
+                "admin host may use; give an address the other nodes reach",
+            )
+            for i, n in enumerate(nodes)
+            if ipaddress.ip_address(n.address).is_loopback
+        ]
     seen_names: dict[str, int] = {}
     seen_addrs: dict[str, int] = {}
     for i, node in enumerate(nodes):
@@ -682,17 +563,11 @@ def _check_nodes(nodes: list[Node]) -> list[tuple[str, str]]:
     return problems
 
 
-def _check_members(
-    field: str, members: list[str], names: set[str], maximum: int | None
-) -> list[tuple[str, str]]:
+def _check_members(field: str, members: list[str], names: set[str]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     count = len(members)
-    if count == 0 or count % 2 == 0:
-        problems.append(
-            (field, f"needs an odd number of nodes for a quorum (1, 3, 5, 7), got {count}")
-        )
-    if maximum is not None and count > maximum:
-        problems.append((field, f"at most {maximum} are supported, got {count}"))
+    if count == 0:
+        problems.append((field, "needs at least one node"))
     if len(set(members)) != count:
         problems.append((field, "lists a node more than once"))
     unknown = [m for m in members if m not in names]

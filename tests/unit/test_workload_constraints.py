@@ -35,6 +35,25 @@ def test_the_shipped_swarm_workload_refuses_an_even_manager_count() -> None:
     assert "odd" in err.value.problems[0][1] and "swarm_managers" in err.value.problems[0][1]
 
 
+def test_the_shipped_swarm_workload_refuses_an_even_consul_server_count() -> None:
+    spec = parse_spec(GOOD_SPEC.replace("servers: [n1, n2, n3]", "servers: [n1, n2]"))
+    with pytest.raises(SpecError, match=r"spec.consul.servers: needs an odd number"):
+        load_workload("swarm").check(spec)
+
+
+def test_the_shipped_swarm_workload_refuses_more_than_seven_managers() -> None:
+    spec = parse_spec(
+        GOOD_SPEC.replace(
+            "    - {name: n4, address: 192.0.2.14}\n",
+            "".join(f"    - {{name: m{i}, address: 192.0.2.{100 + i}}}\n" for i in range(9)),
+        )
+        .replace("managers: [n1, n2, n3]", f"managers: [{', '.join(f'm{i}' for i in range(9))}]")
+        .replace("master: n1", "master: m0")
+    )
+    with pytest.raises(SpecError, match=r"spec.swarm.managers: at most 7 are supported, got 9"):
+        load_workload("swarm").check(spec)
+
+
 def test_a_constraint_changed_in_workload_yaml_changes_the_verdict(tmp_path: Path) -> None:
     spec = parse_spec(GOOD_SPEC)  # 3 managers, 3 Consul servers
     load_workload("swarm").check(spec)  # fine for the shipped workload
