@@ -7,12 +7,12 @@ Needs the local dockerd (`make test` starts it); DOCKER_HOST points at a closed 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli import metalctl
 
 # What `swarm env` exports, aimed at nothing: a closed port on loopback.
 SWARM_SHELL = {
@@ -20,13 +20,6 @@ SWARM_SHELL = {
     "DOCKER_TLS_VERIFY": "1",
     "DOCKER_CERT_PATH": "/nonexistent",
 }
-
-
-def metalctl(*args: str, home: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {"METALCTL_HOME": str(home), "PATH": os.environ["PATH"], **extra}
-    return subprocess.run(
-        [sys.executable, "-m", "metalctl", *args], capture_output=True, text=True, env=env
-    )
 
 
 @pytest.fixture(autouse=True)

@@ -4,29 +4,17 @@ one-node lab (a container with systemd and sshd) and on a static cluster."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cli import metalctl
 from tests.conftest import GOOD_SPEC
-
-
-def metalctl(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {"METALCTL_HOME": str(home), "PATH": os.environ["PATH"]}
-    return subprocess.run(
-        [sys.executable, "-m", "metalctl", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
 
 
 def container_state(name: str) -> str:

@@ -1,22 +1,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.cli import metalctl
 from tests.conftest import GOOD_SPEC
-
-
-def metalctl(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {"METALCTL_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(
-        [sys.executable, "-m", "metalctl", *args], capture_output=True, text=True, env=env
-    )
-
 
 BAD_SPECS = {
     "even managers": (

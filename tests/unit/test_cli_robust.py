@@ -24,23 +24,11 @@ from metalctl import lifecycle
 from metalctl.cli import cli, main
 from metalctl.errors import ConflictError, DeployError
 from metalctl.store import Store
+from tests.cli import metalctl
 from tests.conftest import GOOD_SPEC
 
 # This checkout's metalctl, whatever the working directory of the command.
 REPO = str(Path(__file__).resolve().parents[2])
-
-
-def metalctl(
-    *args: str, home: Path, cwd: Path | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    full_env = {"METALCTL_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": REPO, **env}
-    return subprocess.run(
-        [sys.executable, "-m", "metalctl", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-    )
 
 
 def registered(tmp_path: Path, home: Path) -> Path:

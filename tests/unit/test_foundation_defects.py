@@ -22,18 +22,8 @@ from metalctl.deploy.lock import deploy_lock
 from metalctl.errors import ConflictError
 from metalctl.paths import ClusterPaths
 from metalctl.store import Store
+from tests.cli import metalctl
 from tests.conftest import GOOD_SPEC
-
-
-def metalctl(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"METALCTL_HOME": str(home), "PATH": os.environ["PATH"], **env}
-    return subprocess.run(
-        [sys.executable, "-m", "metalctl", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=120,
-    )
 
 
 @pytest.fixture

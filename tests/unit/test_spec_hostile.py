@@ -4,8 +4,6 @@ or a megabyte of output."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import yaml
 
 from metalctl.errors import SpecError
 from metalctl.spec import parse_spec
+from tests.cli import metalctl
 from tests.conftest import GOOD_SPEC
 
 MIB = 1024 * 1024
@@ -273,17 +272,6 @@ def test_spec_may_be_given_as_utf8_bytes_with_bom_or_crlf() -> None:
     assert parse_spec(GOOD_SPEC.encode()).name == "rack1"
     assert parse_spec(b"\xef\xbb\xbf" + GOOD_SPEC.encode()).name == "rack1"
     assert parse_spec(GOOD_SPEC.replace("\n", "\r\n")).name == "rack1"
-
-
-def metalctl(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {"METALCTL_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(
-        [sys.executable, "-m", "metalctl", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(
