@@ -18,6 +18,7 @@ import socket
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -381,9 +382,22 @@ def lab_down(store: Store, name: str, progress: Progress | None = None) -> LabDo
         removed.append(f"cluster {name} (store)")
     paths = ClusterPaths.for_cluster(name)
     if paths.root.exists():
-        shutil.rmtree(paths.root)
+        _remove_state(paths.root)
         removed.append(f"state {paths.root}")
     return LabDown(removed, others)
+
+
+def _remove_state(root: Path) -> None:
+    """Delete a lab's state folder, and nothing else: the folder must be a direct child of
+    $METALCTL_HOME/clusters. Names are validated long before this (ClusterPaths), but an
+    rmtree running as root is worth a second lock (an old 'lab down --name /' removed /etc)."""
+    clusters = (metalctl_home() / "clusters").resolve()
+    target = root.resolve()
+    if target.parent != clusters or root.is_symlink():
+        raise ConflictError(
+            f"refusing to delete {root}: it is not a lab state folder under {clusters}"
+        )
+    shutil.rmtree(target)
 
 
 # --- docker plumbing -------------------------------------------------------------------------

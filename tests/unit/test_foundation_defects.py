@@ -217,3 +217,25 @@ def test_phase_failures_keep_their_exit_code_timeout(tmp_path: Path) -> None:
 
     assert proc.returncode == 8, proc.stderr  # a timeout, not "deploy failed" (7)
     assert "solo-1: SSH on 127.0.0.1" in proc.stderr
+
+
+def test_lab_state_removal_never_leaves_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second lock behind cluster-name validation: an old 'lab down --name /' ran
+    rmtree('/') as root."""
+    from metalctl.provisioners.lab import _remove_state
+
+    monkeypatch.setenv("METALCTL_HOME", str(tmp_path / "home"))
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (tmp_path / "home" / "clusters").mkdir(parents=True)
+    escape = tmp_path / "home" / "clusters" / ".." / ".." / "precious"
+    for target in (outside, escape, Path("/")):
+        with pytest.raises(ConflictError, match="refusing to delete"):
+            _remove_state(target)
+    assert outside.is_dir()
+    mine = tmp_path / "home" / "clusters" / "lab1"
+    mine.mkdir()
+    _remove_state(mine)
+    assert not mine.exists()
