@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 
 from metalctl.paths import metalctl_home
 
@@ -71,6 +72,25 @@ class Lab:
         return subprocess.run(
             ["docker", *args], capture_output=True, text=True, env=env, timeout=300
         )
+
+    def consul(
+        self, path: str, token: str | None, method: str = "GET", data: str | None = None
+    ) -> requests.Response:
+        """Consul's HTTPS API on the first node, with the admin client cert and ``token``."""
+        client = self.home / "clusters" / self.name / "docker-client"
+        return requests.request(
+            method,
+            f"https://{self.address(self.node_names()[0])}:8501{path}",
+            headers={"X-Consul-Token": token} if token else {},
+            data=data,
+            verify=str(client / "ca.pem"),
+            cert=(str(client / "cert.pem"), str(client / "key.pem")),
+            timeout=10,
+        )
+
+    def node_token(self, node: str) -> str:
+        tokens = self.home / "clusters" / self.name / "secrets" / "consul-tokens.json"
+        return str(json.loads(tokens.read_text())[node]["secret"])
 
     def master_token(self) -> str:
         return (

@@ -52,38 +52,22 @@ def test_consul_members_alive_and_gossip_encrypted(deployed_lab: Lab) -> None:
     assert "encrypted = true" in serf_lan
 
 
-def _consul(
-    lab: Lab, path: str, token: str | None, method: str = "GET", data: str | None = None
-) -> requests.Response:
-    client = lab.home / "clusters" / lab.name / "docker-client"
-    headers = {"X-Consul-Token": token} if token else {}
-    return requests.request(
-        method,
-        f"https://{lab.address(lab.node_names()[0])}:8501{path}",
-        headers=headers,
-        data=data,
-        verify=str(client / "ca.pem"),
-        cert=(str(client / "cert.pem"), str(client / "key.pem")),
-        timeout=10,
-    )
-
-
 def test_consul_denies_anonymous_requests(deployed_lab: Lab) -> None:
     token = deployed_lab.master_token()
-    assert _consul(deployed_lab, "/v1/kv/e2e/probe", token, "PUT", "secret-value").json() is True
+    assert deployed_lab.consul("/v1/kv/e2e/probe", token, "PUT", "secret-value").json() is True
     try:
         # Anonymous: reads and writes of the key are refused, the catalog is empty.
-        read = _consul(deployed_lab, "/v1/kv/e2e/probe?raw", None)
+        read = deployed_lab.consul("/v1/kv/e2e/probe?raw", None)
         assert read.status_code == 403 and "secret-value" not in read.text
-        denied = _consul(deployed_lab, "/v1/kv/e2e/probe", None, "PUT", "x")
+        denied = deployed_lab.consul("/v1/kv/e2e/probe", None, "PUT", "x")
         assert denied.status_code == 403 and "Permission denied" in denied.text
-        assert _consul(deployed_lab, "/v1/catalog/nodes", None).json() == []
-        assert _consul(deployed_lab, "/v1/catalog/services", None).json() == {}
+        assert deployed_lab.consul("/v1/catalog/nodes", None).json() == []
+        assert deployed_lab.consul("/v1/catalog/services", None).json() == {}
         # With the token the same requests work: the denial is ACLs, not a broken agent.
-        assert _consul(deployed_lab, "/v1/kv/e2e/probe?raw", token).text == "secret-value"
-        assert len(_consul(deployed_lab, "/v1/catalog/nodes", token).json()) == 4
+        assert deployed_lab.consul("/v1/kv/e2e/probe?raw", token).text == "secret-value"
+        assert len(deployed_lab.consul("/v1/catalog/nodes", token).json()) == 4
     finally:
-        _consul(deployed_lab, "/v1/kv/e2e/probe", token, "DELETE")
+        deployed_lab.consul("/v1/kv/e2e/probe", token, "DELETE")
 
 
 def test_controller_token_reads_the_catalog_and_writes_only_its_own_keys(
@@ -95,21 +79,21 @@ def test_controller_token_reads_the_catalog_and_writes_only_its_own_keys(
     token = json.loads((secrets / "consul-controller.json").read_text())["secret"]
     own = f"/v1/kv/metalctl/{lab.name}/controller/e2e-probe"
     worker = lab.node_names()[-1]
-    entries = _consul(lab, "/v1/health/service/swarm-node", token).json()
+    entries = lab.consul("/v1/health/service/swarm-node", token).json()
     assert len(entries) == 4
-    assert _consul(lab, "/v1/operator/raft/configuration", token).status_code == 200
-    session = _consul(lab, "/v1/session/create", token, "PUT", '{"TTL": "10s"}')
+    assert lab.consul("/v1/operator/raft/configuration", token).status_code == 200
+    session = lab.consul("/v1/session/create", token, "PUT", '{"TTL": "10s"}')
     assert session.status_code == 200, session.text
-    _consul(lab, f"/v1/session/destroy/{session.json()['ID']}", token, "PUT")
-    assert _consul(lab, own, token, "PUT", "x").json() is True
-    _consul(lab, own, token, "DELETE")
+    lab.consul(f"/v1/session/destroy/{session.json()['ID']}", token, "PUT")
+    assert lab.consul(own, token, "PUT", "x").json() is True
+    lab.consul(own, token, "DELETE")
     # Outside its prefix, and anything that changes membership in Consul: denied.
-    assert _consul(lab, "/v1/kv/metalctl/other/x", token, "PUT", "x").status_code == 403
-    assert _consul(lab, "/v1/kv/e2e/probe?raw", token).status_code == 403
+    assert lab.consul("/v1/kv/metalctl/other/x", token, "PUT", "x").status_code == 403
+    assert lab.consul("/v1/kv/e2e/probe?raw", token).status_code == 403
     deregister = json.dumps({"Node": worker})
-    assert _consul(lab, "/v1/catalog/deregister", token, "PUT", deregister).status_code == 403
-    assert _consul(lab, f"/v1/agent/force-leave/{worker}", token, "PUT").status_code == 403
-    assert _consul(lab, "/v1/acl/tokens", token).status_code == 403
+    assert lab.consul("/v1/catalog/deregister", token, "PUT", deregister).status_code == 403
+    assert lab.consul(f"/v1/agent/force-leave/{worker}", token, "PUT").status_code == 403
+    assert lab.consul("/v1/acl/tokens", token).status_code == 403
 
 
 def test_consul_https_requires_client_cert(deployed_lab: Lab) -> None:
@@ -127,7 +111,7 @@ def test_every_node_registered_swarm_node_service_passing(deployed_lab: Lab) -> 
     deadline = time.monotonic() + 90
     passing: list[dict] = []  # type: ignore[type-arg]
     while time.monotonic() < deadline:
-        passing = _consul(deployed_lab, "/v1/health/service/swarm-node?passing=1", token).json()
+        passing = deployed_lab.consul("/v1/health/service/swarm-node?passing=1", token).json()
         if len(passing) == 4:
             break
         time.sleep(2)

@@ -186,6 +186,8 @@ def test_added_worker_joins_and_removed_worker_leaves_tasks_elsewhere(
         "joined the swarm by the controller"
     )
     assert node in registered(mlab)
+    token = mlab.node_token(node)
+    assert mlab.consul("/v1/acl/token/self", token).status_code == 200
     nodes = list(swarm_nodes(mlab))
     build_probe_image(mlab, nodes)
     made = mlab.docker_cli(
@@ -205,6 +207,8 @@ def test_added_worker_joins_and_removed_worker_leaves_tasks_elsewhere(
     assert {"drain", "remove"} <= set(kinds(mlab, node))
     shown = json.loads(mlab.metalctl("nodes", "show", node, "-c", mlab.name, "-o", "json").stdout)
     assert shown["state"] == "retired"
+    # The removed node's own Consul token no longer works (its machine may keep a copy).
+    assert mlab.consul("/v1/acl/token/self", token).status_code == 403
     mlab.docker_cli("service", "rm", "spread")
 
 
