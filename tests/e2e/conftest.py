@@ -25,6 +25,8 @@ import requests
 
 from metalctl.paths import metalctl_home
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+
 
 @dataclass
 class Lab:
@@ -33,15 +35,19 @@ class Lab:
     env: dict[str, str] = field(repr=False)
     spec: dict = field(repr=False)  # type: ignore[type-arg]
     deploy_seconds: float = 0.0
+    # How metalctl is run: the checkout's package, or an installed one (see wheel_install).
+    command: tuple[str, ...] = (sys.executable, "-m", "metalctl")
+    cwd: Path | None = None
 
     def metalctl(
         self, *args: str, check: bool = True, timeout: float = 1800
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "metalctl", *args],
+            [*self.command, *args],
             capture_output=True,
             text=True,
             env=self.env,
+            cwd=self.cwd,
             timeout=timeout,
         )
         if check and proc.returncode != 0:
@@ -124,14 +130,22 @@ def make_home(tmp: Path) -> Path:
 
 
 @contextlib.contextmanager
-def deployed(tmp: Path, nodes: int = 4, managers: int = 3) -> Iterator[Lab]:
-    """A lab of ``nodes`` containers, deployed; removed afterwards even on failure."""
+def deployed(
+    tmp: Path, nodes: int = 4, managers: int = 3, installed: WheelInstall | None = None
+) -> Iterator[Lab]:
+    """A lab of ``nodes`` containers, deployed; removed afterwards even on failure. With
+    ``installed``, every metalctl command is that wheel install's, run like a user of
+    `pipx install` would: from a folder outside the checkout, nothing of it on the paths."""
     if shutil.which("docker") is None or os.geteuid() != 0:
         pytest.fail("e2e tests need root and Docker: run them with 'make test' (it runs setup)")
     home = make_home(tmp)
-    env = dict(os.environ, METALCTL_HOME=str(home))
     name = f"e2e{secrets.token_hex(2)}"
-    lab = Lab(name, home, env, {})
+    if installed:
+        env = clean_env(home)
+        lab = Lab(name, home, env, {}, command=(str(installed.metalctl),), cwd=installed.work)
+    else:
+        env = dict(os.environ, METALCTL_HOME=str(home))
+        lab = Lab(name, home, env, {})
     try:
         lab.metalctl(
             "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers)
@@ -145,14 +159,81 @@ def deployed(tmp: Path, nodes: int = 4, managers: int = 3) -> Iterator[Lab]:
         }
         yield lab
     finally:
+        # The checkout's metalctl: the lab must go even when an installed one is broken.
         subprocess.run(
             [sys.executable, "-m", "metalctl", "lab", "down", "--name", name],
-            env=env,
+            env=dict(os.environ, METALCTL_HOME=str(home), PYTHONPATH=str(CHECKOUT)),
             capture_output=True,
         )
 
 
+@dataclass(frozen=True)
+class WheelInstall:
+    venv: Path
+    work: Path  # a working folder outside the checkout
+    seconds: float  # wheel build + clean venv install
+
+    @property
+    def metalctl(self) -> Path:
+        return self.venv / "bin" / "metalctl"
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The caller's environment without anything that could lead metalctl back to the
+    checkout: no PYTHONPATH or METALCTL_SHARE, and no PATH entry holding a metalctl or an
+    ansible-playbook (the dev venv's bin/), so the installed runner must find its own."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "METALCTL_SHARE", "VIRTUAL_ENV", "PYTHONHOME")
+    }
+    path = [
+        entry
+        for entry in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+        if entry
+        and not any(Path(entry, tool).exists() for tool in ("metalctl", "ansible-playbook"))
+    ]
+    env["PATH"] = os.pathsep.join(path)
+    env["METALCTL_HOME"] = str(home)
+    return env
+
+
+def _ok(*args: str | Path, cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(proc.args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc.stdout
+
+
 @pytest.fixture(scope="session")
-def deployed_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with deployed(tmp_path_factory.mktemp("e2e")) as lab:
+def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WheelInstall]:
+    """metalctl built as a wheel from this checkout and installed, with its dependencies,
+    into a clean venv outside it (what `pipx install .` does)."""
+    started = time.monotonic()
+    tmp = tmp_path_factory.mktemp("wheel")
+    wheels, venv, work = tmp / "wheels", tmp / "venv", tmp / "work"
+    work.mkdir()
+    env = clean_env(tmp / "unused-home")
+    # pip wheel, not python -m build: no extra dependency. Build isolation fetches
+    # setuptools (from the pip cache after the first run), so the build hook really runs.
+    _ok(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, CHECKOUT,
+        cwd=work, env=env)  # fmt: skip
+    (wheel,) = wheels.glob("metalctl-*.whl")
+    # venv builds from the base interpreter: nothing of the dev venv is visible in it.
+    _ok(sys.executable, "-m", "venv", venv, cwd=work, env=env)
+    _ok(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, cwd=work, env=env)
+    yield WheelInstall(venv, work, time.monotonic() - started)
+    shutil.rmtree(venv, ignore_errors=True)  # ~600 MB
+
+
+@pytest.fixture(scope="session")
+def deployed_lab(
+    tmp_path_factory: pytest.TempPathFactory, wheel_install: WheelInstall
+) -> Iterator[Lab]:
+    """The session's 4-node lab, made and deployed by the wheel-installed metalctl: every
+    test on it also proves that an installed metalctl (not the checkout) can deploy."""
+    with deployed(tmp_path_factory.mktemp("e2e"), installed=wheel_install) as lab:
         yield lab
