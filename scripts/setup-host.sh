@@ -12,6 +12,9 @@ fi
 command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian/Ubuntu admin hosts"
 
 packages=(docker.io debootstrap iproute2 iptables openssh-client ca-certificates curl)
+# The PXE boot service: dnsmasq (DHCP/TFTP), Debian's iPXE binaries (undionly.kpxe,
+# snponly.efi, ipxe.efi), busybox's udhcpc and tftp as clients in its tests.
+packages+=(dnsmasq-base ipxe busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")

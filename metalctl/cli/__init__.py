@@ -19,6 +19,7 @@ from typing import NoReturn
 import click
 
 from metalctl import __version__
+from metalctl.cli.boot import boot_group
 from metalctl.cli.deploy import deploy_group
 from metalctl.cli.events import events_cmd
 from metalctl.cli.lab import lab_group
@@ -54,6 +55,7 @@ cli.add_command(swarm_group)
 cli.add_command(events_cmd)
 cli.add_command(provision_cmd)
 cli.add_command(power_cmd)
+cli.add_command(boot_group)
 
 
 def main() -> None:
