@@ -9,7 +9,6 @@ workload and ansible-playbook can only come from the installed package and its v
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 
@@ -35,6 +34,8 @@ def test_wheel_in_a_clean_venv_deploys_a_lab(
     assert (wheel_install.venv / "lib").exists() and share.strip().startswith(
         str(wheel_install.venv)
     ), share  # the wheel's roles, not the checkout's
-    nodes = json.loads(deployed_lab.metalctl("nodes", "list", "-o", "json").stdout)
-    assert {n["state"] for n in nodes} == {"active"}, nodes
+    # Read right after its deploy (a later test of test_swarm_lab.py takes the lab down).
+    nodes = deployed_lab.spec["nodes"]
+    assert len(nodes) == 4 and {n["state"] for n in nodes} == {"active"}, nodes
+    assert deployed_lab.spec["deploy"]["changed"], deployed_lab.spec["deploy"]
     print(f"\nwheel build + clean venv install: {wheel_install.seconds:.0f} s")
