@@ -30,11 +30,17 @@ def hostname_of(raw: dict[str, Any]) -> str:
     return str((raw.get("Description") or {}).get("Hostname", ""))
 
 
-def manager_up(raw: dict[str, Any]) -> bool:
+def reachable_manager(leader: bool, reachability: str) -> bool:
     """The one rule for "this Swarm manager counts as reachable" (quorum arithmetic,
-    status, join targets): the leader, or a manager Swarm reports reachable."""
+    status, join targets, the membership planner): the leader, or a manager Swarm reports
+    reachable."""
+    return leader or reachability == "reachable"
+
+
+def manager_up(raw: dict[str, Any]) -> bool:
+    """``reachable_manager`` for a node as the Docker API returns it."""
     status = raw.get("ManagerStatus") or {}
-    return bool(status.get("Leader")) or status.get("Reachability") == "reachable"
+    return reachable_manager(bool(status.get("Leader")), str(status.get("Reachability", "")))
 
 
 @dataclass(frozen=True)

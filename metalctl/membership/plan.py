@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-from metalctl.conventions import Registration, Role
+from metalctl.conventions import Registration, Role, reachable_manager
 from metalctl.membership.quorum import CONSUL_SERVERS, SWARM_MANAGERS, QuorumVerdict, removal_check
 
 ActionKind = Literal["join", "drain", "leave_and_remove", "demote", "refuse"]
@@ -232,7 +232,7 @@ def _index_members(members: Sequence[SwarmMember]) -> tuple[dict[str, SwarmMembe
 
 
 def _reachable(m: SwarmMember) -> bool:
-    return m.leader or m.reachability == "reachable"
+    return reachable_manager(m.leader, m.reachability)
 
 
 def _decide(
