@@ -98,13 +98,7 @@ class DnsmasqProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(seconds)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(seconds)
+        end_process(proc, seconds)
         self.pid_path.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 8) -> str:
@@ -158,6 +152,17 @@ class DnsmasqProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def end_process(proc: subprocess.Popen[bytes], seconds: float = STOP_SECONDS) -> None:
+    """SIGTERM, then SIGKILL after ``seconds``; reaps the child."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(seconds)
 
 
 def _spawn(config_path: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from metalctl.boot.dnsmasq_process import end_process
 from metalctl.boot.server import BootServerSettings, prepare
 from metalctl.boot.server import run as run_server
 from metalctl.errors import HostSetupError, NotFoundError
@@ -142,7 +143,7 @@ def segment(state_dir: Path) -> Iterator[Segment]:
         yield seg
     finally:
         for proc in seg.processes:
-            _end(proc)
+            end_process(proc, STOP_SECONDS)
         _kill_leftover_dnsmasq(state_dir)
         run("ip", "netns", "del", seg.netns, check=False)
         run("ip", "link", "del", seg.host_veth, check=False)
@@ -159,16 +160,6 @@ def state_dir() -> Iterator[Path]:
         yield path / "state"
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_SECONDS)
 
 
 def _kill_leftover_dnsmasq(state: Path) -> None:
