@@ -99,6 +99,23 @@ CREATE TABLE IF NOT EXISTS boot_tokens (
     used_at     REAL
 );
 CREATE INDEX IF NOT EXISTS boot_tokens_by_expiry ON boot_tokens(expires_at);
+-- One deployment (OS image to disk) per machine: the latest. metalctl.deployments.
+CREATE TABLE IF NOT EXISTS deployments (
+    machine_id   TEXT PRIMARY KEY REFERENCES machines(id) ON DELETE CASCADE,
+    cluster      TEXT NOT NULL,
+    node         TEXT NOT NULL,
+    job_json     TEXT NOT NULL,
+    token_hash   TEXT UNIQUE,
+    token_expires_at REAL,
+    status       TEXT NOT NULL,
+    phase        TEXT NOT NULL,
+    bytes_sent   INTEGER NOT NULL DEFAULT 0,
+    message      TEXT,
+    result_json  TEXT,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    finished_at  REAL
+);
 """
 
 
@@ -584,7 +601,15 @@ def add_event(
 # Machines seen by the boot service -------------------------------------------------
 
 MACHINE_DISCOVERED, MACHINE_ENROLLED, MACHINE_PROVISIONED = "discovered", "enrolled", "provisioned"
-MACHINE_STATES = (MACHINE_DISCOVERED, MACHINE_ENROLLED, MACHINE_PROVISIONED)
+# provisioning: an OS image is being written (metalctl.deployments); failed: that went wrong.
+MACHINE_PROVISIONING, MACHINE_FAILED = "provisioning", "failed"
+MACHINE_STATES = (
+    MACHINE_DISCOVERED,
+    MACHINE_ENROLLED,
+    MACHINE_PROVISIONING,
+    MACHINE_PROVISIONED,
+    MACHINE_FAILED,
+)
 # Machine events go to the events table under cluster "" (a machine has no cluster until
 # enrolled) with this kind.
 MACHINE_EVENT = "machine"

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from metalctl.errors import UsageError
 
 DEFAULT_TOKEN_TTL = 15 * 60.0
+# A deploy token lives through one image write; an hour covers a slow disk, and a machine
+# that boots again gets a new one anyway.
+DEFAULT_DEPLOY_TOKEN_TTL = 60 * 60.0
 
 # Values that end up in iPXE scripts: a newline would start a new script command, and a
 # space in a URL would split a command's arguments, so both are refused up front.
@@ -23,6 +26,7 @@ class BootConfig:
     relative to the files directory."""
 
     token_ttl: float = DEFAULT_TOKEN_TTL
+    deploy_token_ttl: float = DEFAULT_DEPLOY_TOKEN_TTL
     base_url: str | None = None
     discovery_kernel: str = "discovery/vmlinuz"
     discovery_initrd: str = "discovery/initrd.img"
@@ -40,6 +44,7 @@ class BootConfig:
     def _problems(self) -> list[str | None]:
         return [
             _positive("token_ttl", self.token_ttl),
+            _positive("deploy_token_ttl", self.deploy_token_ttl),
             _positive("request_timeout", self.request_timeout),
             _positive("wait_retry_seconds", self.wait_retry_seconds),
             None

@@ -5,6 +5,8 @@
     POST /v1/discovery                     facts + per-boot Bearer token
                                            -> 201 {"id", "state", "primary_mac"}
     GET  /files/PATH                       a file under the files directory
+    GET  /v1/deploy[/image|/seed/NAME]     a provisioning machine's job, image, seed
+    POST /v1/deploy/{progress,result}      its agent's reports (deploy_api.py)
 
 Every refusal is a 4xx with {"error": reason}. One log line per request (method, path
 without its query, status, client) goes to the caller's logger; tokens travel only in the
@@ -29,19 +31,28 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs
 
-from metalctl.boot import discovery, files, ipxe, tokens
+from metalctl import deployments
+from metalctl.boot import deploy_api, discovery, files, ipxe, tokens
 from metalctl.boot.config import BootConfig
 from metalctl.boot.facts import decode_facts
 from metalctl.boot.refused import Refused
 from metalctl.errors import ConflictError, MetalctlError, NotFoundError
-from metalctl.store import Store
+from metalctl.store import MachineRecord, Store
 
 _ALLOWED: dict[str, tuple[str, ...]] = {
     "/healthz": ("GET",),
     "/boot.ipxe": ("GET",),
     "/v1/discovery": ("POST",),
     "/files/": ("GET",),
+    "/v1/deploy": ("GET",),
+    "/v1/deploy/image": ("GET",),
+    "/v1/deploy/seed/": ("GET",),
+    "/v1/deploy/progress": ("POST",),
+    "/v1/deploy/result": ("POST",),
 }
+# How often the bytes sent of an image are written to the store (progress).
+_PROGRESS_EVERY_BYTES = 64 << 20
+_PREFIXES = ("/files/", "/v1/deploy/seed/")
 _MAC_CHARS = frozenset("0123456789abcdef")
 # After a response the server reads and drops what the client still sends (the body of a
 # request refused before its body was read) before closing: closing a socket with unread
@@ -170,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = query.partition("#")[0]
         if not path.startswith("/"):
             raise Refused(400, "the request target must be a path such as /boot.ipxe")
-        key = "/files/" if path.startswith("/files/") else path
+        key = next((p for p in _PREFIXES if path.startswith(p)), path)
         allowed = _ALLOWED.get(key)
         if allowed is None:
             raise Refused(404, f"no such endpoint: {path[:100]}")
@@ -187,6 +198,11 @@ class _Handler(BaseHTTPRequestHandler):
             "/boot.ipxe": self._boot_script,
             "/v1/discovery": self._discover,
             "/files/": self._file,
+            "/v1/deploy": self._deploy_job,
+            "/v1/deploy/image": self._deploy_image,
+            "/v1/deploy/seed/": self._deploy_seed,
+            "/v1/deploy/progress": self._deploy_progress,
+            "/v1/deploy/result": self._deploy_result,
         }
         handlers[key](path, query)
 
@@ -202,6 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
             action = "discovery" if machine is None else ipxe.boot_action(machine)
             if machine is not None and action == "local":
                 script = ipxe.render_local(mac, machine, ipxe.firmware(machine, platform))
+            elif machine is not None and action == "deploy":
+                script = self._deploy_script(store, mac, machine)
             elif machine is not None and action == "wait":
                 script = ipxe.render_wait(mac, machine, self._base_url(), config)
             else:
@@ -213,6 +231,85 @@ class _Handler(BaseHTTPRequestHandler):
                     config,
                 )
         self._send(200, script.encode(), "text/plain; charset=utf-8")
+
+    def _deploy_script(self, store: Store, mac: str, machine: MachineRecord) -> str:
+        config = self._app.config
+        token = tokens.new_token()
+        expires = time.time() + config.deploy_token_ttl
+        if not deployments.set_token(store, machine.id, tokens.token_hash(token), expires):
+            return ipxe.render_wait(mac, machine, self._base_url(), config)
+        script = ipxe.DiscoveryScript(mac, token, expires, self._base_url(), machine, "deploy")
+        return ipxe.render_discovery(script, config)
+
+    def _deployment(self, store: Store) -> deployments.Deployment:
+        token = discovery.bearer_token(self.headers.get("Authorization"))
+        return deploy_api.authorize(store, token)
+
+    def _deploy_job(self, path: str, query: str) -> None:
+        with self._store() as store:
+            found = self._deployment(store)
+            deployments.record_progress(store, found.machine_id, phase="job-fetched")
+        text = deploy_api.job_text(found, self._base_url())
+        self._send(200, text.encode(), "text/plain; charset=utf-8")
+
+    def _deploy_seed(self, path: str, query: str) -> None:
+        with self._store() as store:
+            found = self._deployment(store)
+        body = deploy_api.seed_file(found, path[len("/v1/deploy/seed/") :])
+        self._send(200, body, "text/plain; charset=utf-8")
+
+    def _deploy_progress(self, path: str, query: str) -> None:
+        with self._store() as store:
+            found = self._deployment(store)
+            report = deploy_api.parse_report(self._read_report())
+            deployments.record_progress(store, found.machine_id, phase=deploy_api.phase_of(report))
+        self._send_json(200, {"phase": report["phase"]})
+
+    def _deploy_result(self, path: str, query: str) -> None:
+        with self._store() as store:
+            found = self._deployment(store)
+            report = deploy_api.parse_report(self._read_report())
+            done = deploy_api.finish(store, found, report)
+        self._send_json(200, {"state": "provisioned" if done.status == "ok" else "failed"})
+
+    def _read_report(self) -> bytes:
+        length = discovery.body_length(
+            self.headers.get_all("Content-Length") or [],
+            self.headers.get("Transfer-Encoding"),
+            limit=deploy_api.MAX_REPORT_BYTES,
+        )
+        return self._read_body(length)
+
+    def _deploy_image(self, path: str, query: str) -> None:
+        with self._store() as store:
+            found = self._deployment(store)
+            deployments.record_progress(store, found.machine_id, phase="streaming", bytes_sent=0)
+        try:
+            handle = open(found.job.image.path, "rb")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise Refused(404, f"the image file is not readable: {exc.strerror}") from None
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self._responded = True
+            self._stream(handle, found.machine_id)
+
+    def _stream(self, handle: Any, machine_id: str) -> None:
+        sent, reported = 0, 0
+        # The image may take minutes at the client's pace: the per-read timeout stays,
+        # the total has no limit of its own (the agent's side bounds it).
+        while chunk := handle.read(1 << 20):
+            self.wfile.write(chunk)
+            sent += len(chunk)
+            if sent - reported >= _PROGRESS_EVERY_BYTES:
+                with self._store() as store:
+                    deployments.record_progress(store, machine_id, bytes_sent=sent)
+                reported = sent
+        with self._store() as store:
+            deployments.record_progress(store, machine_id, bytes_sent=sent)
 
     def _discover(self, path: str, query: str) -> None:
         token = discovery.bearer_token(self.headers.get("Authorization"))

@@ -1,8 +1,9 @@
 """What a PXE-booting MAC gets: the decision (pure) and the iPXE script (templates/).
 
 unknown or discovered   -> the discovery image, with a fresh per-boot token
+provisioning            -> the same image in deploy mode, with a fresh deploy token
 provisioned             -> its local disk (BIOS: sanboot the first disk; UEFI: exit)
-anything else (enrolled) -> wait and ask again: no discovery loop, no blank-disk boot
+anything else (enrolled, failed) -> wait and ask again: no discovery loop, no blank-disk boot
 """
 
 from __future__ import annotations
@@ -15,15 +16,22 @@ from typing import Literal
 import jinja2
 
 from metalctl.boot.config import BootConfig
-from metalctl.store import MACHINE_DISCOVERED, MACHINE_PROVISIONED, MachineRecord
+from metalctl.store import (
+    MACHINE_DISCOVERED,
+    MACHINE_PROVISIONED,
+    MACHINE_PROVISIONING,
+    MachineRecord,
+)
 
-Action = Literal["discovery", "local", "wait"]
+Action = Literal["discovery", "deploy", "local", "wait"]
 Firmware = Literal["bios", "uefi"]
 
 
 def boot_action(machine: MachineRecord | None) -> Action:
     if machine is None or machine.state == MACHINE_DISCOVERED:
         return "discovery"
+    if machine.state == MACHINE_PROVISIONING:
+        return "deploy"
     if machine.state == MACHINE_PROVISIONED:
         return "local"
     return "wait"
@@ -46,11 +54,13 @@ class DiscoveryScript:
     expires_at: float
     base_url: str
     machine: MachineRecord | None = None
+    mode: Literal["discover", "deploy"] = "discover"
 
 
 def render_discovery(script: DiscoveryScript, config: BootConfig) -> str:
+    """The discovery image's script; in deploy mode the same image runs the deploy job."""
     return _render(
-        "discovery.ipxe.j2",
+        "discovery.ipxe.j2" if script.mode == "discover" else "deploy.ipxe.j2",
         mac=script.mac,
         token=script.token,
         expires=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(script.expires_at)),

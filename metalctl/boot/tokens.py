@@ -61,9 +61,13 @@ def issue(
     return Issued(token, mac.lower(), at + ttl)
 
 
+def looks_like_token(token: str) -> bool:
+    return bool(_TOKEN_SHAPE.fullmatch(token))
+
+
 def lookup(store: Store, token: str) -> BootTokenRecord | None:
     """The stored record of ``token``; None for anything this service did not issue."""
-    if not _TOKEN_SHAPE.fullmatch(token):
+    if not looks_like_token(token):
         return None
     return store.get_boot_token(token_hash(token))
 
