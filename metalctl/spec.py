@@ -69,6 +69,14 @@ _PROVISIONER = r"[a-z][a-z0-9-]{0,31}"
 _LABEL_KEY = r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?"
 # Printable ASCII without spaces; no braces, which Ansible would take for a template.
 _URL = r"https?://[!-z|~]{1,2040}"
+_MAC = r"[0-9a-f]{2}(:[0-9a-f]{2}){5}"
+_SERIAL = r"[A-Za-z0-9._:/+-]{1,128}"
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_IMAGE_REF = r"[a-z0-9][a-z0-9._-]{0,63}"
+_CIDR = r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}"
+# Provisioners that install an OS over PXE: their nodes need a machine identity and the
+# spec a pxe: section.
+PXE_PROVISIONERS = ("pxe", "vmlab")
 
 
 def _matching(pattern: str, what: str) -> AfterValidator:
@@ -171,6 +179,16 @@ class SSH(_Model):
     port: Port = 22
 
 
+class RootDevice(_Model):
+    """Which disk gets the OS (Ironic's root device hints, the useful subset); no hint: the
+    smallest disk that holds the image."""
+
+    serial: Annotated[str, _matching(_SERIAL, "a disk serial number")] | None = None
+    wwn: Annotated[str, _matching(_SERIAL, "a disk WWN")] | None = None
+    name: Annotated[str, _matching(r"[a-z][a-z0-9]{1,31}", "a disk name like sda")] | None = None
+    min_size_gib: Annotated[int, Field(ge=1, le=1 << 20)] | None = Field(None, alias="minSizeGiB")
+
+
 class Node(_Model):
     name: DnsLabel
     address: Annotated[str, AfterValidator(_check_address)]
@@ -181,6 +199,21 @@ class Node(_Model):
     # The role of a node added on day 2 ('metalctl nodes add'); the first deploy's
     # managers are spec.swarm.managers (an odd count, for the quorum).
     swarm_role: Literal["manager", "worker"] | None = Field(None, alias="swarmRole")
+    # How a PXE provisioner finds this node's machine among the discovered ones: any one.
+    mac: Annotated[str, _matching(_MAC, "a MAC like 52:54:00:12:34:56 (lowercase)")] | None = None
+    serial: Annotated[str, _matching(_SERIAL, "an SMBIOS serial number")] | None = None
+    uuid: Annotated[str, _matching(_UUID, "an SMBIOS UUID (lowercase)")] | None = None
+    root_device: RootDevice | None = Field(None, alias="rootDevice")
+
+
+class Pxe(_Model):
+    """Settings of the PXE provisioners (pxe, vmlab)."""
+
+    # An image name from 'metalctl image list' (or its sha256).
+    image: Annotated[str, _matching(_IMAGE_REF, "an image name like debian-12")] = "debian-12"
+    # The provisioning network: node addresses lie in it; the installed OS gets its node's
+    # address with this prefix (no gateway: the network has no route out).
+    network: Annotated[str, _matching(_CIDR, "a network like 10.214.0.0/24")]
 
 
 class Swarm(_Model):
@@ -218,6 +251,7 @@ class ClusterBody(_Model):
     nodes: list[Node] = Field(min_length=1, max_length=MAX_NODES)
     swarm: Swarm
     consul: Consul
+    pxe: Pxe | None = None
 
 
 class ClusterSpec(_Model):
@@ -495,7 +529,42 @@ def check_rules(spec: ClusterSpec) -> list[tuple[str, str]]:
                     f"'{node.name}' is in spec.swarm.managers; remove swarmRole or the listing",
                 )
             )
-    return problems + _check_ports(spec)
+    return problems + _check_ports(spec) + _check_pxe(spec)
+
+
+def _check_pxe(spec: ClusterSpec) -> list[tuple[str, str]]:
+    """PXE provisioners: a pxe: section, a machine identity per node, node addresses in
+    the provisioning network, no identity claimed by two nodes."""
+    pxe = spec.spec.pxe
+    if spec.spec.provisioner not in PXE_PROVISIONERS:
+        return []
+    if pxe is None:
+        why = f"provisioner '{spec.spec.provisioner}' needs a pxe: section (network, image)"
+        return [("spec.pxe", why)]
+    try:
+        network = ipaddress.IPv4Network(pxe.network, strict=True)
+    except ValueError as exc:
+        return [("spec.pxe.network", f"{_quote(pxe.network)} is not a network: {exc}")]
+    problems: list[tuple[str, str]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, node in enumerate(spec.nodes):
+        ids = [
+            (k, v)
+            for k, v in (("mac", node.mac), ("serial", node.serial), ("uuid", node.uuid))
+            if v
+        ]
+        if not ids:
+            why = "a PXE node needs mac:, serial: or uuid: to find its machine"
+            problems.append((f"spec.nodes.{i}", why))
+        for key, value in ids:
+            first = seen.setdefault((key, value), i)
+            if first != i:
+                why = f"duplicate {key} '{value}' (also spec.nodes.{first})"
+                problems.append((f"spec.nodes.{i}.{key}", why))
+        if ipaddress.IPv4Address(node.address) not in network:
+            why = f"{node.address} is not in the provisioning network {network}"
+            problems.append((f"spec.nodes.{i}.address", why))
+    return problems
 
 
 def _check_ports(spec: ClusterSpec) -> list[tuple[str, str]]:

@@ -15,6 +15,10 @@ packages=(docker.io debootstrap iproute2 iptables openssh-client ca-certificates
 # The PXE boot service: dnsmasq (DHCP/TFTP), Debian's iPXE binaries (undionly.kpxe,
 # snponly.efi, ipxe.efi), busybox's udhcpc and tftp as clients in its tests.
 packages+=(dnsmasq-base ipxe busybox-static)
+# The VM lab and image builds (issue 9): QEMU with SeaBIOS, OVMF and iPXE NIC ROMs; disk
+# image tools (the host cannot mount vfat: mtools writes the ESP); zstd, cpio for images.
+packages+=(qemu-system-x86 qemu-utils ovmf ipxe-qemu seabios fdisk dosfstools mtools
+  genisoimage zstd cpio e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")

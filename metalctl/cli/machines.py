@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from metalctl.cli.common import QUIET_OPTION
+from metalctl.cli.common import QUIET_OPTION, seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.store import Store
 
@@ -19,13 +19,24 @@ _COLUMNS = [("NODE", "node"), ("STATE", "state"), ("NOTE", "error")]
 @click.command("provision")
 @click.option("--cluster", "-c", metavar="NAME", required=True, help="The cluster.")
 @click.argument("nodes", nargs=-1, metavar="[NODE]...")
+@seconds_option(
+    "--timeout",
+    1800,
+    "How long the machines' agents may take to write their images (pxe, vmlab).",
+    low=1,
+)
 @QUIET_OPTION
 @OUTPUT_OPTION
-def provision_cmd(cluster: str, nodes: tuple[str, ...], quiet: bool, output: str) -> None:
+def provision_cmd(
+    cluster: str, nodes: tuple[str, ...], timeout: float, quiet: bool, output: str
+) -> None:
     """Bring nodes to ready state through the cluster's provisioner.
 
     Default: every node not yet deployed. lab: start stopped containers and wait for SSH;
-    static: check that each machine's SSH answers. Each node goes provisioning -> ready,
+    static: check that each machine's SSH answers; pxe and vmlab: write the cluster's OS
+    image (spec.pxe.image) to each node's machine through the boot service, all nodes at
+    once, then wait until SSH with metalctl's key answers with the node's hostname (vmlab
+    powers the VMs; with pxe you power the machines on when asked). Each node goes provisioning -> ready,
     or failed with the reason (the others go on; exit 6 when any failed). Active nodes are
     skipped. Re-running is harmless.
     """
@@ -38,7 +49,7 @@ def provision_cmd(cluster: str, nodes: tuple[str, ...], quiet: bool, output: str
     spec = load_cluster(store, cluster, None)
     progress = ConsoleProgress(quiet=quiet)
     try:
-        results = provision(store, spec, nodes, progress.message)
+        results = provision(store, spec, nodes, progress.message, timeout=timeout)
     finally:
         progress.stop()
     emit(output, results, _COLUMNS)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from metalctl import lifecycle, provisioners
 from metalctl.errors import ConflictError, MetalctlError
-from metalctl.provisioners.base import PowerAction, Say
+from metalctl.provisioners.base import PowerAction, Provisioner, Say
 from metalctl.spec import ClusterSpec
 from metalctl.store import Store
 
@@ -23,39 +23,64 @@ class MachineResult:
 
 
 def provision(
-    store: Store, spec: ClusterSpec, names: Sequence[str], say: Say
+    store: Store,
+    spec: ClusterSpec,
+    names: Sequence[str],
+    say: Say,
+    *,
+    timeout: float | None = None,
 ) -> list[MachineResult]:
-    """Bring the named nodes (default: every one not yet deployed) to ready, one node at a
-    time through 'provisioning'. A node that fails ends 'failed' with the backend's message
-    and the others go on; active and retired nodes are skipped, and say so."""
+    """Bring the named nodes (default: every one not yet deployed) to ready through
+    'provisioning'. A node that fails ends 'failed' with the backend's message and the
+    others go on; active and retired nodes are skipped, and say so. Backends that install
+    an OS get all nodes in one call (they write images in parallel); others one by one."""
     backend = provisioners.get(spec.spec.provisioner)
     records = {n.name: n for n in store.list_nodes(spec.name)}
     for name in names:
         store.get_node(spec.name, name)  # a clear error for an unknown node, before any change
     targets = list(names) or [n for n, r in records.items() if r.state in PROVISIONABLE]
+    results = [
+        MachineResult(n, records[n].state, f"skipped: node is '{records[n].state}'")
+        for n in targets
+        if records[n].state not in PROVISIONABLE
+    ]
+    todo = [n for n in targets if records[n].state in PROVISIONABLE]
+    batches = [todo] if backend.capabilities.installs_os else [[n] for n in todo]
+    for batch in batches:
+        if batch:
+            results += _provision_batch(store, spec, backend, batch, say, timeout)
+    return results
+
+
+def _provision_batch(
+    store: Store,
+    spec: ClusterSpec,
+    backend: Provisioner,
+    names: list[str],
+    say: Say,
+    timeout: float | None,
+) -> list[MachineResult]:
+    lifecycle.transition(store, spec.name, names, lifecycle.PROVISIONING, "provision")
+    try:
+        failed = backend.provision(store, spec, names, say, timeout=timeout)
+    except MetalctlError as exc:
+        failed = {name: exc.message for name in names}
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else repr(exc)
+        lifecycle.transition(
+            store, spec.name, names, lifecycle.FAILED, "provision stopped", error=why
+        )
+        raise
     results = []
-    for name in targets:
-        state = records[name].state
-        if state not in PROVISIONABLE:
-            results.append(MachineResult(name, state, f"skipped: node is '{state}'"))
-            continue
-        lifecycle.transition(store, spec.name, [name], lifecycle.PROVISIONING, "provision")
-        try:
-            backend.provision(store, spec, [name], say)
-        except MetalctlError as exc:
+    for name in names:
+        if name in failed:
             lifecycle.transition(
-                store, spec.name, [name], lifecycle.FAILED, "provision failed", error=exc.message
+                store, spec.name, [name], lifecycle.FAILED, "provision failed", error=failed[name]
             )
-            results.append(MachineResult(name, lifecycle.FAILED, exc.message))
-            continue
-        except BaseException as exc:
-            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else repr(exc)
-            lifecycle.transition(
-                store, spec.name, [name], lifecycle.FAILED, "provision stopped", error=why
-            )
-            raise
-        lifecycle.transition(store, spec.name, [name], lifecycle.READY, "provisioned")
-        results.append(MachineResult(name, lifecycle.READY))
+            results.append(MachineResult(name, lifecycle.FAILED, failed[name]))
+        else:
+            lifecycle.transition(store, spec.name, [name], lifecycle.READY, "provisioned")
+            results.append(MachineResult(name, lifecycle.READY))
     return results
 
 

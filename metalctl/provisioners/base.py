@@ -44,8 +44,19 @@ class Provisioner(Protocol):
         them in (machines with an OS: ready). Nodes already known keep their state;
         ``replace`` makes this spec the cluster's (nodes it does not list are forgotten)."""
 
-    def provision(self, store: Store, spec: ClusterSpec, names: Sequence[str], say: Say) -> None:
-        """Bring the named nodes to ready (SSH with metalctl's key answers)."""
+    def provision(
+        self,
+        store: Store,
+        spec: ClusterSpec,
+        names: Sequence[str],
+        say: Say,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, str]:
+        """Bring the named nodes to ready (SSH with metalctl's key answers); returns
+        {node: why} for nodes that failed while others went on (a raise fails them all).
+        Backends that install an OS get all nodes at once (they work in parallel);
+        ``timeout`` bounds the whole run (None: the backend's default)."""
 
     def add_machine(
         self, store: Store, spec: ClusterSpec, role: str, name: str | None, say: Say

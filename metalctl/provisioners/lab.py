@@ -566,7 +566,15 @@ class LabProvisioner:
             store, spec, initial_state=lifecycle.READY, reason=reason, replace=replace
         )
 
-    def provision(self, store: Store, spec: ClusterSpec, names: Sequence[str], say: Say) -> None:
+    def provision(
+        self,
+        store: Store,
+        spec: ClusterSpec,
+        names: Sequence[str],
+        say: Say,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, str]:
         """Lab machines have their OS from the image: start stopped ones, wait for SSH."""
         client = docker_client()
         with _docker_refusals(f"provisioning lab {spec.name}"):
@@ -582,6 +590,7 @@ class LabProvisioner:
                     interval=0.5,
                     abort=functools.partial(_exited, container),
                 )
+        return {}
 
     def add_machine(
         self, store: Store, spec: ClusterSpec, role: str, name: str | None, say: Say

@@ -30,7 +30,15 @@ class StaticProvisioner:
             store, spec, initial_state=lifecycle.READY, reason=reason, replace=replace
         )
 
-    def provision(self, store: Store, spec: ClusterSpec, names: Sequence[str], say: Say) -> None:
+    def provision(
+        self,
+        store: Store,
+        spec: ClusterSpec,
+        names: Sequence[str],
+        say: Say,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, str]:
         for name in names:
             node = spec.node(name)
             say(f"{name}: checking SSH on {node.address}:{node.ssh.port}")
@@ -42,6 +50,7 @@ class StaticProvisioner:
                 hint="a static machine must already run sshd with metalctl's key "
                 "(metalctl's public key: $METALCTL_HOME/ssh/id_ed25519.pub)",
             )
+        return {}
 
     def add_machine(
         self, store: Store, spec: ClusterSpec, role: str, name: str | None, say: Say

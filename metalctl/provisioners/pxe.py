@@ -1,0 +1,276 @@
+"""The PXE provisioner: blank machines, discovered by the boot service, get an OS image
+written by the discovery image's agent and boot it to ready state.
+
+    provision: for each node, its machine (spec mac:/serial:/uuid:) and disk (rootDevice
+    hint) -> a deployment (job + cloud-init seed) -> the machine PXE-boots (power on or
+    cycle; without power control the operator does it) -> the agent writes and verifies
+    the image -> provisioned -> SSH with metalctl's key answers with the node's hostname.
+
+The boot service (``metalctl boot serve``) must be running on the provisioning network.
+``vmlab.py`` is this provisioner with power control over QEMU's QMP.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import subprocess
+import time
+from collections.abc import Sequence
+
+from metalctl import deployments, lifecycle
+from metalctl.deployments import Deployment, DeploymentJob, ImageRef
+from metalctl.errors import ConflictError, MetalctlError, ProvisionError, WaitTimeout
+from metalctl.provisioners import pxe_plan
+from metalctl.provisioners.base import Capabilities, PowerAction, Say, ssh_banner
+from metalctl.spec import ClusterSpec, Node
+from metalctl.sshkeys import ensure_ssh_key, public_key
+from metalctl.store import MACHINE_DISCOVERED, MACHINE_ENROLLED, Store
+from metalctl.wait import wait_for
+
+DEPLOY_TIMEOUT = 30 * 60.0
+READY_TIMEOUT = 5 * 60.0
+_POLL_SECONDS = 2.0
+_SAY_EVERY = 10.0
+
+
+class PxeProvisioner:
+    name = "pxe"
+    capabilities = Capabilities(creates_machines=False, power=False, installs_os=True)
+
+    def enroll(
+        self, store: Store, spec: ClusterSpec, reason: str, *, replace: bool = False
+    ) -> None:
+        lifecycle.register_cluster(
+            store, spec, initial_state=lifecycle.DISCOVERED, reason=reason, replace=replace
+        )
+        machines = store.list_machines()
+        for node in spec.nodes:
+            try:
+                machine = pxe_plan.machine_for(node, spec.name, machines)
+            except ConflictError:
+                continue  # not discovered yet: provision says so
+            if machine.state == MACHINE_DISCOVERED:
+                store.set_machine_state(
+                    machine.id, MACHINE_ENROLLED, reason, cluster=spec.name, node=node.name
+                )
+
+    def provision(
+        self,
+        store: Store,
+        spec: ClusterSpec,
+        names: Sequence[str],
+        say: Say,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, str]:
+        """Deploy the named nodes at once; returns {node: why} for those that failed."""
+        failed: dict[str, str] = {}
+        started: list[str] = []
+        image = _image_ref(spec)
+        key = public_key()
+        for name in names:
+            node = spec.node(name)
+            try:
+                self._start(store, spec, node, image, key, say)
+                started.append(name)
+            except MetalctlError as exc:
+                failed[name] = exc.message
+        finished = self._wait_deployments(store, spec, started, say, timeout or DEPLOY_TIMEOUT)
+        for name, done in finished.items():
+            if done.status != deployments.OK:
+                failed[name] = f"image not written: {done.message}"
+                continue
+            try:
+                self._wait_ready(spec.node(name), say)
+            except MetalctlError as exc:
+                failed[name] = exc.message
+        return failed
+
+    def _start(
+        self,
+        store: Store,
+        spec: ClusterSpec,
+        node: Node,
+        image: ImageRef,
+        key: str,
+        say: Say,
+    ) -> None:
+        machine = pxe_plan.machine_for(node, spec.name, store.list_machines())
+        disk = pxe_plan.choose_disk(node.name, machine.facts, node.root_device, image.size)
+        nonce = secrets.token_hex(4)
+        job = DeploymentJob(
+            node=node.name,
+            disk=disk.name,
+            disk_size=disk.size,
+            disk_serial=disk.serial,
+            image=image,
+            seed=pxe_plan.seed(node, machine.id, machine.primary_mac, _network(spec), key, nonce),
+        )
+        reason = f"provision {node.name}: {image.name} to {disk.name} ({disk.size >> 20} MiB)"
+        deployments.start(store, machine.id, spec.name, job, reason)
+        say(f"{node.name}: machine {machine.id} ({machine.primary_mac}), {reason}")
+        self.boot_for_deploy(spec, node.name, machine.primary_mac, say)
+
+    def boot_for_deploy(self, spec: ClusterSpec, node: str, mac: str, say: Say) -> None:
+        """Make the machine PXE-boot. Without power control a person does it."""
+        say(f"{node}: power on or reboot machine {mac} now; it must PXE-boot")
+
+    def _wait_deployments(
+        self, store: Store, spec: ClusterSpec, names: list[str], say: Say, timeout: float
+    ) -> dict[str, Deployment]:
+        if not names:
+            return {}
+        ids = {
+            name: pxe_plan.machine_for(spec.node(name), spec.name, store.list_machines()).id
+            for name in names
+        }
+        done: dict[str, Deployment] = {}
+        last_said = 0.0
+
+        def all_finished() -> bool:
+            nonlocal last_said
+            report = []
+            for name, machine_id in ids.items():
+                found = deployments.get(store, machine_id)
+                if found is None:
+                    raise ProvisionError(f"node {name}: its deployment disappeared")
+                if found.finished and name not in done:
+                    done[name] = found
+                    say(f"{name}: {_describe(found)}")
+                elif not found.finished:
+                    report.append(f"{name}: {_describe(found)}")
+            if report and time.monotonic() - last_said >= _SAY_EVERY:
+                last_said = time.monotonic()
+                for line in report:
+                    say(line)
+            return len(done) == len(ids)
+
+        try:
+            wait_for(
+                all_finished,
+                what="the agents of "
+                + ", ".join(n for n in names if n not in done)
+                + " to write their image",
+                timeout=timeout,
+                interval=_POLL_SECONDS,
+                hint="is 'metalctl boot serve' running on the provisioning network? the "
+                "machine's console shows its agent's steps",
+            )
+        except WaitTimeout as exc:
+            for name in names:
+                if name not in done:
+                    done[name] = _timed_out(store, ids[name], exc.message)
+        return done
+
+    def _wait_ready(self, node: Node, say: Say) -> None:
+        say(f"{node.name}: waiting for SSH on {node.address} (booting the installed OS)")
+        wait_for(
+            functools.partial(ssh_banner, node.address, node.ssh.port),
+            what=f"node {node.name}: an SSH banner on {node.address}:{node.ssh.port}",
+            timeout=READY_TIMEOUT,
+            interval=2.0,
+            hint="the node's console log shows how far its boot got",
+        )
+        name = wait_for(
+            functools.partial(_ssh_hostname, node),
+            what=f"node {node.name}: SSH login with metalctl's key",
+            timeout=60.0,
+            interval=2.0,
+        )
+        if name != node.name:
+            raise ProvisionError(f"node {node.name}: the installed OS calls itself '{name}'")
+        say(f"{node.name}: ready (SSH with metalctl's key, hostname {name})")
+
+    def add_machine(
+        self, store: Store, spec: ClusterSpec, role: str, name: str | None, say: Say
+    ) -> ClusterSpec:
+        raise ConflictError(
+            f"cluster {spec.name} uses provisioner '{self.name}', which cannot create machines",
+            hint="add the machine to the spec's nodes (with its mac:), register it with -f, "
+            "then 'metalctl provision' and 'metalctl nodes add --name NODE'",
+        )
+
+    def power(self, spec: ClusterSpec, node: str, action: PowerAction) -> None:
+        raise ConflictError(
+            f"cluster {spec.name} uses provisioner '{self.name}', which has no power control",
+            hint="power the machine through its BMC or by hand",
+        )
+
+    def release(self, store: Store, spec: ClusterSpec, node: str) -> None:
+        """The machine keeps its disk; a later provision overwrites it."""
+
+
+def _image_ref(spec: ClusterSpec) -> ImageRef:
+    from metalctl.images import catalog  # the image cache is read only when provisioning
+
+    wanted = spec.spec.pxe.image if spec.spec.pxe else "debian-12"
+    record = catalog.resolve(wanted)
+    return ImageRef(
+        name=record.name,
+        sha256=record.sha256,
+        size=record.size,
+        path=str(catalog.image_path(record)),
+        compression=record.compression,
+        stored_size=record.stored_size,
+    )
+
+
+def _network(spec: ClusterSpec) -> str:
+    if spec.spec.pxe is None:  # the spec's rules require it for this provisioner
+        raise ConflictError(f"cluster {spec.name} has no pxe: section")
+    return spec.spec.pxe.network
+
+
+def _describe(found: Deployment) -> str:
+    if found.status == deployments.OK:
+        seconds = (found.finished_at or found.updated_at) - found.created_at
+        return f"image written and verified ({found.job.image.size >> 20} MiB, {seconds:.0f} s)"
+    if found.status == deployments.FAILED:
+        return f"deployment failed: {found.message}"
+    stored = found.job.image.stored_size or 1
+    if found.phase == "streaming" and found.bytes_sent:
+        elapsed = max(time.time() - found.created_at, 0.001)
+        rate = found.bytes_sent / elapsed / (1 << 20)
+        share = 100 * found.bytes_sent / stored
+        return f"streaming {found.bytes_sent >> 20}/{stored >> 20} MiB ({share:.0f}%, {rate:.1f} MiB/s)"
+    return found.phase
+
+
+def _timed_out(store: Store, machine_id: str, message: str) -> Deployment:
+    return deployments.finish(store, machine_id, ok=False, message=message, result={})
+
+
+def _ssh_hostname(node: Node) -> str | None:
+    key = ensure_ssh_key()
+    out = subprocess.run(
+        [
+            "ssh",
+            "-i",
+            str(key),
+            "-p",
+            str(node.ssh.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=5",
+            f"{node.ssh.user}@{node.address}",
+            "hostname",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+PROVISIONER = PxeProvisioner()
