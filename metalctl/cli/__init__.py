@@ -23,7 +23,7 @@ from metalctl.cli.boot import boot_group
 from metalctl.cli.deploy import deploy_group
 from metalctl.cli.events import events_cmd
 from metalctl.cli.lab import lab_group
-from metalctl.cli.machines import power_cmd, provision_cmd
+from metalctl.cli.machines import machines_group, power_cmd, provision_cmd
 from metalctl.cli.nodes import nodes_group
 from metalctl.cli.swarm import swarm_group
 from metalctl.errors import MetalctlError
@@ -55,6 +55,7 @@ cli.add_command(swarm_group)
 cli.add_command(events_cmd)
 cli.add_command(provision_cmd)
 cli.add_command(power_cmd)
+cli.add_command(machines_group)
 cli.add_command(boot_group)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from metalctl.cli.common import seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
 from metalctl.store import Store
@@ -27,10 +28,24 @@ def lab_group() -> None:
     "--managers",
     # names[:managers] would read -1 as "all but one": the range keeps it a count.
     type=click.IntRange(1, 7),
-    default=3,
-    show_default=True,
-    help="Swarm managers (odd, at most 7); NAME-1 is the master.",
+    default=None,
+    help="Swarm managers (odd, at most 7); NAME-1 is the master. Default: 3 containers, 1 VM.",
 )
+@click.option(
+    "--vms",
+    type=click.IntRange(1, 16),
+    default=None,
+    help="Make a VM lab instead: this many blank QEMU VMs that PXE-boot from metalctl's "
+    "boot service and are discovered (then 'metalctl provision' installs Debian 12).",
+)
+@click.option(
+    "--uefi",
+    type=click.IntRange(0, 16),
+    default=0,
+    show_default=True,
+    help="With --vms: how many of the VMs boot UEFI (OVMF); the others BIOS (SeaBIOS).",
+)
+@seconds_option("--timeout", 600, "With --vms: how long the VMs may take to be discovered.", low=1)
 @click.option(
     "--consul-servers",
     type=click.IntRange(min=1),
@@ -39,10 +54,27 @@ def lab_group() -> None:
 )
 @OUTPUT_OPTION
 def lab_up_cmd(
-    name: str, nodes: int, managers: int, consul_servers: int | None, output: str
+    name: str,
+    nodes: int,
+    managers: int | None,
+    vms: int | None,
+    uefi: int,
+    timeout: float,
+    consul_servers: int | None,
+    output: str,
 ) -> None:
-    """Create a lab of ready nodes and write its cluster spec. Re-running is harmless."""
+    """Create a lab of ready nodes and write its cluster spec. Re-running is harmless.
+
+    With --vms K: a VM lab (root; QEMU under TCG when KVM does not work): a bridge with no
+    route out, the boot service on it (DHCP/TFTP/HTTP), K blank VMs that PXE-boot and are
+    discovered, and cluster NAME (provisioner vmlab) with node NAME-i per VM. Next:
+    'metalctl provision --cluster NAME', then 'metalctl deploy swarm --cluster NAME'.
+    """
     progress = ConsoleProgress()
+    if vms is not None:
+        _vm_lab_up(name, vms, uefi, managers or 1, timeout, progress, output)
+        return
+    managers = 3 if managers is None else managers
     from metalctl.deploy.workload import DEFAULT_WORKLOAD, load_workload
     from metalctl.provisioners import lab  # lazy: the Docker SDK is slow to import
 
@@ -73,6 +105,47 @@ def lab_up_cmd(
     )
 
 
+def _vm_lab_up(
+    name: str,
+    vms: int,
+    uefi: int,
+    managers: int,
+    timeout: float,
+    progress: ConsoleProgress,
+    output: str,
+) -> None:
+    from metalctl.operations.vm_lab import require_root, vm_lab_up
+
+    require_root()
+    try:
+        up = vm_lab_up(Store(), name, vms, uefi, managers, progress.message, timeout=timeout)
+    finally:
+        progress.stop()
+    rows = [
+        {
+            "name": n.name,
+            "address": n.address,
+            "mac": vm.mac,
+            "firmware": vm.firmware,
+            "machine": up.machines.get(n.name, ""),
+        }
+        for n, vm in zip(up.spec.nodes, up.lab.vms, strict=True)
+    ]
+    emit(
+        output,
+        {"cluster": name, "boot_service": up.lab.boot_url, "nodes": rows},
+        [
+            ("NODE", "name"),
+            ("ADDRESS", "address"),
+            ("MAC", "mac"),
+            ("FIRMWARE", "firmware"),
+            ("MACHINE", "machine"),
+        ],
+        title=f"VM lab {name}: {len(rows)} VMs discovered; next: metalctl provision --cluster {name}",
+        rows=rows,
+    )
+
+
 @lab_group.command("status")
 @click.option("--name", required=True, help="Lab name.")
 @OUTPUT_OPTION
@@ -98,8 +171,15 @@ def lab_down_cmd(name: str) -> None:
     Only objects made from this $METALCTL_HOME: a lab of the same name made from another
     home is left alone (and listed).
     """
-    from metalctl.provisioners import lab
+    from metalctl.provisioners import lab, vmlab_state
 
+    if vmlab_state.load(name) is not None:
+        from metalctl.operations.vm_lab import require_root, vm_lab_down
+
+        require_root()
+        removed = vm_lab_down(Store(), name, ConsoleProgress().message)
+        click.echo(f"lab {name}: removed {len(removed)} objects")
+        return
     down = lab.lab_down(Store(), name, progress=ConsoleProgress().message)
     click.echo(
         f"lab {name}: removed {len(down.removed)} objects"

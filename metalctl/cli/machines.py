@@ -78,3 +78,54 @@ def power_cmd(action: str, node: str, cluster: str, output: str) -> None:
     spec = load_cluster(store, cluster, None)
     result = power(store, spec, node, cast("PowerAction", action))  # click.Choice checked it
     emit(output, [result], _COLUMNS)
+
+
+@click.group("machines")
+def machines_group() -> None:
+    """Machines the boot service has seen (PXE discovery), enrolled or not."""
+
+
+@machines_group.command("list")
+@click.option(
+    "--state",
+    type=click.Choice(["discovered", "enrolled", "provisioning", "provisioned", "failed"]),
+    help="Only machines in this state.",
+)
+@OUTPUT_OPTION
+def machines_list_cmd(state: str | None, output: str) -> None:
+    """List discovered machines: MAC, boot mode, CPUs, memory, disks, cluster node."""
+    from metalctl.cli import views
+
+    machines = Store().list_machines(state)
+    emit(
+        output,
+        [views.machine(m) for m in machines],
+        [
+            ("MACHINE", "id"),
+            ("MAC", "primary_mac"),
+            ("STATE", "state"),
+            ("BOOT", "boot_mode"),
+            ("CPUS", "cpus"),
+            ("MEMORY MIB", "memory_mib"),
+            ("DISKS", "disks"),
+            ("NODE", "node"),
+        ],
+    )
+
+
+@machines_group.command("show")
+@click.argument("machine")
+@OUTPUT_OPTION
+def machines_show_cmd(machine: str, output: str) -> None:
+    """Show one machine (id or any of its MACs): facts and its latest deployment."""
+    from metalctl import deployments
+    from metalctl.cli import views
+
+    store = Store()
+    found = store.get_machine(machine)
+    deployment = deployments.get(store, found.id)
+    data = views.machine(found, facts=True, deployment=deployment)
+    rows = [{"field": k, "value": v} for k, v in data.items() if k != "facts"] + [
+        {"field": f"fact.{k}", "value": v} for k, v in found.facts.items()
+    ]
+    emit(output, data, [("FIELD", "field"), ("VALUE", "value")], rows=rows)

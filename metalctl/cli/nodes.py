@@ -75,6 +75,22 @@ def nodes_show_cmd(name: str, cluster: str | None, output: str) -> None:
     emit(output, views.node(node, facts=True), [("FIELD", "field"), ("VALUE", "value")], rows=rows)
 
 
+@nodes_group.command("enroll")
+@click.argument("machine")
+@click.option("--cluster", "-c", metavar="NAME", required=True, help="The node's cluster.")
+@click.option("--name", "node", metavar="NODE", required=True, help="The node (in the spec).")
+def nodes_enroll_cmd(machine: str, cluster: str, node: str) -> None:
+    """Make a discovered MACHINE (id or MAC) the machine of a cluster's NODE.
+
+    For nodes whose spec entry has no mac:/serial:/uuid: (those match by themselves).
+    'metalctl provision --cluster NAME NODE' then installs it.
+    """
+    from metalctl.operations.enroll import enroll_machine
+
+    found = enroll_machine(Store(), cluster, node, machine)
+    click.echo(f"machine {found.id} ({found.primary_mac}) is node {node} of cluster {cluster}")
+
+
 @nodes_group.command("add")
 @click.option("--cluster", "-c", metavar="NAME", required=True, help="The cluster to grow.")
 @click.option(

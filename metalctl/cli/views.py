@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from metalctl.deploy.apply import DeployResult
+    from metalctl.deployments import Deployment
     from metalctl.operations.status import Quorum, SwarmStatus
-    from metalctl.store import EventRecord, NodeRecord
+    from metalctl.store import EventRecord, MachineRecord, NodeRecord
 
 
 def iso(ts: float | None) -> str | None:
@@ -103,3 +104,41 @@ def swarm_status(s: SwarmStatus) -> dict[str, Any]:
             "last_errors": list(ctl.last_errors),
         },
     }
+
+
+def machine(
+    m: MachineRecord, *, facts: bool = False, deployment: Deployment | None = None
+) -> dict[str, Any]:
+    """A discovered machine; ``disks`` is a short text (``vda 4096M``) for tables."""
+    disks = m.facts.get("disks", [])
+    view: dict[str, Any] = {
+        "id": m.id,
+        "primary_mac": m.primary_mac,
+        "macs": list(m.macs),
+        "state": m.state,
+        "cluster": m.cluster,
+        "node": m.node,
+        "boot_mode": m.facts.get("boot_mode"),
+        "cpus": (m.facts.get("cpu") or {}).get("count"),
+        "memory_mib": int(m.facts.get("memory_bytes", 0)) >> 20,
+        "disks": " ".join(f"{d['name']} {int(d['size_bytes']) >> 20}M" for d in disks),
+        "serial": m.serial,
+        "smbios_uuid": m.smbios_uuid,
+        "first_seen": iso(m.first_seen),
+        "last_seen": iso(m.last_seen),
+    }
+    if facts:
+        view["facts"] = dict(m.facts)
+    if deployment is not None:
+        view["deployment"] = {
+            "node": deployment.node,
+            "image": deployment.job.image.name,
+            "disk": deployment.job.disk,
+            "status": deployment.status,
+            "phase": deployment.phase,
+            "bytes_sent": deployment.bytes_sent,
+            "message": deployment.message,
+            "started": iso(deployment.created_at),
+            "finished": iso(deployment.finished_at) if deployment.finished_at else None,
+        }
+    return view

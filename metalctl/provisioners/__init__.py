@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "lab": "metalctl.provisioners.lab",
+    "pxe": "metalctl.provisioners.pxe",
     "static": "metalctl.provisioners.static",
+    "vmlab": "metalctl.provisioners.vmlab",
 }
 
 

@@ -22,7 +22,7 @@ from metalctl import deployments, lifecycle
 from metalctl.deployments import Deployment, DeploymentJob, ImageRef
 from metalctl.errors import ConflictError, MetalctlError, ProvisionError, WaitTimeout
 from metalctl.provisioners import pxe_plan
-from metalctl.provisioners.base import Capabilities, PowerAction, Say, ssh_banner
+from metalctl.provisioners.base import Capabilities, PowerAction, Provisioner, Say, ssh_banner
 from metalctl.spec import ClusterSpec, Node
 from metalctl.sshkeys import ensure_ssh_key, public_key
 from metalctl.store import MACHINE_DISCOVERED, MACHINE_ENROLLED, Store
@@ -273,4 +273,4 @@ def _ssh_hostname(node: Node) -> str | None:
     return out.stdout.strip() or None
 
 
-PROVISIONER = PxeProvisioner()
+PROVISIONER: Provisioner = PxeProvisioner()

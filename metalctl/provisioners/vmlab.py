@@ -1,0 +1,41 @@
+"""The vmlab provisioner: the PXE provisioner on QEMU VMs of 'metalctl lab up --vms',
+with power control through each VM's QMP socket (the VM lab's stand-in for a BMC)."""
+
+from __future__ import annotations
+
+from metalctl.errors import ConflictError
+from metalctl.provisioners.base import Capabilities, PowerAction, Provisioner, Say
+from metalctl.provisioners.pxe import PxeProvisioner
+from metalctl.provisioners.vmlab_state import require
+from metalctl.spec import ClusterSpec
+from metalctl.store import Store
+from metalctl.vmlab import qmp
+
+
+class VmLabProvisioner(PxeProvisioner):
+    name = "vmlab"
+    capabilities = Capabilities(creates_machines=False, power=True, installs_os=True)
+
+    def boot_for_deploy(self, spec: ClusterSpec, node: str, mac: str, say: Say) -> None:
+        sock = require(spec.name).qmp_socket(node)
+        # Off (the discovery agent powered it off): power on. On: reset, so it PXE-boots now.
+        action: PowerAction = "on" if qmp.power_state(sock) == "off" else "cycle"
+        say(f"{node}: power {action} (QMP) so that it PXE-boots")
+        qmp.power(sock, action)
+
+    def power(self, spec: ClusterSpec, node: str, action: PowerAction) -> None:
+        qmp.power(require(spec.name).qmp_socket(node), action)
+
+    def release(self, store: Store, spec: ClusterSpec, node: str) -> None:
+        """The VM stays until 'lab down' (its disk is rewritten by the next provision)."""
+
+    def add_machine(
+        self, store: Store, spec: ClusterSpec, role: str, name: str | None, say: Say
+    ) -> ClusterSpec:
+        raise ConflictError(
+            f"VM lab {spec.name} has a fixed set of VMs",
+            hint="make a bigger lab: 'metalctl lab down' then 'metalctl lab up --vms K'",
+        )
+
+
+PROVISIONER: Provisioner = VmLabProvisioner()
