@@ -60,7 +60,9 @@ def test_discovery_script_boots_the_discovery_image_with_token_and_mac() -> None
 def test_discovery_script_follows_the_settings() -> None:
     config = BootConfig(discovery_kernel="d/k", discovery_initrd="d/i", kernel_args="quiet")
     kernel, initrd, _ = _commands(_discovery(config))
-    assert kernel.startswith(f"kernel {BASE}/files/d/k initrd=initrd.img quiet metalctl.mode=discover metalctl.url=")
+    assert kernel.startswith(
+        f"kernel {BASE}/files/d/k initrd=initrd.img quiet metalctl.mode=discover metalctl.url="
+    )
     assert initrd.endswith(f"{BASE}/files/d/i")
 
 
