@@ -214,6 +214,9 @@ class Pxe(_Model):
     # The provisioning network: node addresses lie in it; the installed OS gets its node's
     # address with this prefix (no gateway: the network has no route out).
     network: Annotated[str, _matching(_CIDR, "a network like 10.214.0.0/24")]
+    # The admin host's package cache (boot serve --package-cache), for networks with no way
+    # out: the installed OS's apt goes through it (http://ADDRESS:3142).
+    apt_proxy: Annotated[str, AfterValidator(_check_url)] | None = Field(None, alias="aptProxy")
 
 
 class Swarm(_Model):

@@ -86,10 +86,17 @@ def choose_disk(node: str, facts: dict[str, Any], hint: RootDevice | None, image
 
 
 def seed(
-    node: Node, machine_id: str, mac: str, network: str, ssh_public_key: str, nonce: str
+    node: Node,
+    machine_id: str,
+    mac: str,
+    network: str,
+    ssh_public_key: str,
+    nonce: str,
+    apt_proxy: str | None = None,
 ) -> dict[str, str]:
     """cloud-init NoCloud files: hostname, metalctl's key for root, the node's address on
-    the NIC that PXE-booted (no gateway, no DNS: the provisioning network has no way out)."""
+    the NIC that PXE-booted (no gateway, no DNS: the provisioning network has no way out),
+    apt through the admin host's package cache when there is one."""
     prefix = ipaddress.IPv4Network(network).prefixlen
     meta = {"instance-id": f"metalctl-{machine_id}-{nonce}", "local-hostname": node.name}
     user = {
@@ -103,6 +110,8 @@ def seed(
         "locale": "C.UTF-8",
         "ssh_genkeytypes": ["ed25519", "ecdsa"],
     }
+    if apt_proxy:
+        user["apt"] = {"proxy": apt_proxy}
     net = {
         "version": 2,
         "ethernets": {
