@@ -274,7 +274,7 @@ def _vm_config(lab: VmLab, vm: VmRecord) -> qemu.VmConfig:
         tap=vm.tap,
         disk=vm_dir / "disk.qcow2",
         disk_size=DISK_BYTES,
-        firmware=vm.firmware,
+        firmware="uefi" if vm.firmware == "uefi" else "bios",
         memory_mib=MEMORY_MIB,
         serial=vm.serial,
         uuid=vm.uuid,
