@@ -54,7 +54,8 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "/v1/deploy/kickstart": ("GET",),
 }
 # How often the bytes sent of an image are written to the store (progress).
-_PROGRESS_EVERY_BYTES = 64 << 20
+_PROGRESS_EVERY_BYTES = 16 << 20
+_IMAGE_SEND_TIMEOUT = 300.0
 _PREFIXES = ("/files/", "/v1/deploy/seed/")
 _MAC_CHARS = frozenset("0123456789abcdef")
 # After a response the server reads and drops what the client still sends (the body of a
@@ -312,6 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             self.end_headers()
             self._responded = True
+            # The agent reads at its disk's pace (under TCG a write can stall for many
+            # seconds while the page cache flushes): a slow reader is no stalled client.
+            self.connection.settimeout(_IMAGE_SEND_TIMEOUT)
             self._stream(handle, found.machine_id)
 
     def _stream(self, handle: Any, machine_id: str) -> None:
