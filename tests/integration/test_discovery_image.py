@@ -26,14 +26,14 @@ import pytest
 from metalctl import deployments
 from metalctl.boot import BootConfig, BootService, tokens
 from metalctl.deployments import DeploymentJob, ImageRef
-from metalctl.images.discovery import DiscoveryImage, build_discovery
+from metalctl.images.discovery import DiscoveryImage, build_discovery, discovery_dir, find_discovery
 from metalctl.store import Store
 from tests.integration.boot_support import facts
 
 GUEST_URL = "http://10.0.2.100:80"  # what the guest sees; QEMU forwards it to 127.0.0.1
 VM_SECONDS = 240.0  # a TCG boot to the POST takes ~20 s; a busy host is slower
 MAC = "52:54:00:d1:5c:01"
-SERIAL = "MCTEST-SER-0042"
+SERIAL = 'MC-"SER"\\0042'  # a quote and a backslash: the agent's JSON must escape them
 UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
 
@@ -156,6 +156,17 @@ def run_vm(
 
 def agent_lines(console: str) -> str:
     return "\n".join(line for line in console.splitlines() if "metalctl-agent:" in line)
+
+
+def test_the_image_is_cached_by_recipe(image: DiscoveryImage) -> None:
+    said: list[str] = []
+    again = build_discovery(said.append)
+    assert again == image == find_discovery()
+    assert any("is cached" in line for line in said), said
+    assert image.kernel.parent == discovery_dir() / image.recipe
+    # This process's build left nothing half-made beside the finished image.
+    ours = f".build-{image.recipe}-{os.getpid()}-"
+    assert not [p for p in discovery_dir().iterdir() if p.name.startswith(ours)]
 
 
 # --- discover ---------------------------------------------------------------------------
