@@ -40,13 +40,28 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class KickstartJob:
+    """EL9 by kickstart: the installer boots from the mirror; the boot service renders the
+    kickstart (with the deploy token its %post reports with) when the installer asks."""
+
+    flavour: str
+    mirror: str
+    mac: str
+    ssh_public_key: str
+    address: str
+    prefix: int
+    root_device: str | None
+
+
+@dataclass(frozen=True)
 class DeploymentJob:
     node: str
     disk: str  # kernel name (/sys/block/NAME)
     disk_size: int
     disk_serial: str
-    image: ImageRef
+    image: ImageRef | None  # None: installed by kickstart
     seed: dict[str, str]  # NoCloud files: meta-data, user-data, network-config
+    kickstart: KickstartJob | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -54,7 +69,8 @@ class DeploymentJob:
     @classmethod
     def from_json(cls, text: str) -> DeploymentJob:
         data = json.loads(text)
-        data["image"] = ImageRef(**data["image"])
+        data["image"] = ImageRef(**data["image"]) if data.get("image") else None
+        data["kickstart"] = KickstartJob(**data["kickstart"]) if data.get("kickstart") else None
         return cls(**data)
 
 
@@ -121,6 +137,11 @@ def get(store: Store, machine_id: str) -> Deployment | None:
     with store.transaction() as db:
         row = db.execute("SELECT * FROM deployments WHERE machine_id = ?", (machine_id,)).fetchone()
     return None if row is None else _deployment(row)
+
+
+def by_machine_mac(store: Store, mac: str) -> Deployment | None:
+    machine = store.find_machine(mac)
+    return None if machine is None else get(store, machine.id)
 
 
 def by_token(store: Store, token_hash: str) -> Deployment | None:

@@ -206,6 +206,14 @@ class Node(_Model):
     root_device: RootDevice | None = Field(None, alias="rootDevice")
 
 
+class Installer(_Model):
+    """Install EL9 by kickstart from a mirror instead of writing an image."""
+
+    flavour: Literal["rocky", "alma", "centos-stream"]
+    # The flavour's 9 tree, e.g. http://mirror.example/rocky/9 (BaseOS/x86_64/os under it).
+    mirror: Annotated[str, AfterValidator(_check_url)]
+
+
 class Pxe(_Model):
     """Settings of the PXE provisioners (pxe, vmlab)."""
 
@@ -217,6 +225,8 @@ class Pxe(_Model):
     # The admin host's package cache (boot serve --package-cache), for networks with no way
     # out: the installed OS's apt goes through it (http://ADDRESS:3142).
     apt_proxy: Annotated[str, AfterValidator(_check_url)] | None = Field(None, alias="aptProxy")
+    # EL9 by kickstart (image is then unused).
+    installer: Installer | None = None
 
 
 class Swarm(_Model):

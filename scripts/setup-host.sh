@@ -15,6 +15,9 @@ packages=(docker.io debootstrap iproute2 iptables openssh-client ca-certificates
 # The PXE boot service: dnsmasq (DHCP/TFTP), Debian's iPXE binaries (undionly.kpxe,
 # snponly.efi, ipxe.efi), busybox's udhcpc and tftp as clients in its tests.
 packages+=(dnsmasq-base ipxe busybox-static)
+# `boot serve --package-cache`: apt-cacher-ng, Debian's archive for nodes without internet
+# (metalctl runs its own instance; no system daemon starts where policy-rc.d or no init forbids).
+packages+=(apt-cacher-ng)
 # The VM lab and image builds (issue 9): QEMU with SeaBIOS, OVMF and iPXE NIC ROMs; disk
 # image tools (the host cannot mount vfat: mtools writes the ESP); zstd, cpio for images.
 packages+=(qemu-system-x86 qemu-utils ovmf ipxe-qemu seabios fdisk dosfstools mtools

@@ -18,7 +18,7 @@ import time
 from metalctl import deployments
 from metalctl.boot import tokens
 from metalctl.boot.refused import Refused
-from metalctl.deployments import Deployment
+from metalctl.deployments import Deployment, ImageRef
 from metalctl.store import MACHINE_PROVISIONING, Store
 
 SEED_FILES = ("meta-data", "user-data", "network-config")
@@ -51,8 +51,15 @@ def authorize(store: Store, token: str, now: float | None = None) -> Deployment:
     return found
 
 
+def image_of(deployment: Deployment) -> ImageRef:
+    if deployment.job.image is None:
+        raise Refused(403, "this machine installs by kickstart; it has no image job")
+    return deployment.job.image
+
+
 def job_text(deployment: Deployment, base_url: str) -> str:
     job = deployment.job
+    image = image_of(deployment)
     values = {
         "METALCTL_MACHINE": deployment.machine_id,
         "METALCTL_NODE": job.node,
@@ -60,9 +67,9 @@ def job_text(deployment: Deployment, base_url: str) -> str:
         "METALCTL_DISK_SIZE": str(job.disk_size),
         "METALCTL_DISK_SERIAL": job.disk_serial,
         "METALCTL_IMAGE_URL": f"{base_url}/v1/deploy/image",
-        "METALCTL_IMAGE_SHA256": job.image.sha256,
-        "METALCTL_IMAGE_SIZE": str(job.image.size),
-        "METALCTL_IMAGE_COMPRESSION": job.image.compression,
+        "METALCTL_IMAGE_SHA256": image.sha256,
+        "METALCTL_IMAGE_SIZE": str(image.size),
+        "METALCTL_IMAGE_COMPRESSION": image.compression,
         "METALCTL_SEED_URL": f"{base_url}/v1/deploy/seed",
     }
     for key, value in values.items():
@@ -70,6 +77,38 @@ def job_text(deployment: Deployment, base_url: str) -> str:
             # Provision checked these; a value that slipped through is a bug, not input.
             raise ValueError(f"{key} has characters the agent cannot take: {value!r}")
     return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def kickstart_for(store: Store, mac: str, base_url: str) -> str:
+    """The kickstart of the provisioning machine with NIC ``mac``. The installer cannot
+    send a header, so the MAC names the machine (like /boot.ipxe); every fetch issues a new
+    deploy token, which the kickstart's %post reports the result with."""
+    from metalctl.boot.kickstart import KickstartParams, render_kickstart
+
+    found = deployments.by_machine_mac(store, mac)
+    job = None if found is None else found.job.kickstart
+    machine = store.find_machine(mac)
+    if found is None or job is None or found.finished or machine is None:
+        raise Refused(404, f"no kickstart install under way for {mac}")
+    if machine.state != MACHINE_PROVISIONING:
+        raise Refused(403, f"machine {machine.id} is {machine.state}, not provisioning")
+    token = tokens.new_token()
+    deployments.set_token(store, found.machine_id, tokens.token_hash(token), time.time() + 3600)
+    deployments.record_progress(store, found.machine_id, phase="installing")
+    return render_kickstart(
+        KickstartParams(
+            hostname=found.node,
+            ssh_public_key=job.ssh_public_key,
+            mirror_url=job.mirror,
+            mac=job.mac,
+            token=token,
+            base_url=base_url,
+            flavour=job.flavour,  # type: ignore[arg-type]  # checked by KickstartParams
+            address=job.address,
+            prefix=job.prefix,
+            root_device=job.root_device,
+        )
+    )
 
 
 def seed_file(deployment: Deployment, name: str) -> bytes:
@@ -115,7 +154,8 @@ def finish(store: Store, deployment: Deployment, report: dict[str, str]) -> Depl
     result: dict[str, object] = {k: report[k] for k in keys if k in report}
     message = report.get("message") or None
     ok = status == "ok"
-    if ok:
+    # A kickstart install reports only its status (the installer checked its packages).
+    if ok and want is not None:
         problem = _check_claim(report, want.sha256, want.size)
         if problem:
             ok, message = False, problem

@@ -35,6 +35,8 @@ from metalctl import deployments
 from metalctl.boot import deploy_api, discovery, files, ipxe, tokens
 from metalctl.boot.config import BootConfig
 from metalctl.boot.facts import decode_facts
+from metalctl.boot.installer import El9InstallerScript, render_el9_installer
+from metalctl.boot.kickstart import Flavour
 from metalctl.boot.refused import Refused
 from metalctl.errors import ConflictError, MetalctlError, NotFoundError
 from metalctl.store import MachineRecord, Store
@@ -49,6 +51,7 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "/v1/deploy/seed/": ("GET",),
     "/v1/deploy/progress": ("POST",),
     "/v1/deploy/result": ("POST",),
+    "/v1/deploy/kickstart": ("GET",),
 }
 # How often the bytes sent of an image are written to the store (progress).
 _PROGRESS_EVERY_BYTES = 64 << 20
@@ -203,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/v1/deploy/seed/": self._deploy_seed,
             "/v1/deploy/progress": self._deploy_progress,
             "/v1/deploy/result": self._deploy_result,
+            "/v1/deploy/kickstart": self._deploy_kickstart,
         }
         handlers[key](path, query)
 
@@ -236,10 +240,23 @@ class _Handler(BaseHTTPRequestHandler):
         config = self._app.config
         token = tokens.new_token()
         expires = time.time() + config.deploy_token_ttl
+        found = deployments.get(store, machine.id)
+        if found is not None and found.job.kickstart is not None and not found.finished:
+            # EL9: the installer from the mirror; its kickstart brings the token later.
+            job = found.job.kickstart
+            flavour = cast(Flavour, job.flavour)  # a spec Literal when it was recorded
+            installer = El9InstallerScript(mac, job.mirror, self._base_url(), flavour, machine.id)
+            return render_el9_installer(installer)
         if not deployments.set_token(store, machine.id, tokens.token_hash(token), expires):
             return ipxe.render_wait(mac, machine, self._base_url(), config)
         script = ipxe.DiscoveryScript(mac, token, expires, self._base_url(), machine, "deploy")
         return ipxe.render_discovery(script, config)
+
+    def _deploy_kickstart(self, path: str, query: str) -> None:
+        mac, _ = _boot_query(query)
+        with self._store() as store:
+            text = deploy_api.kickstart_for(store, mac, self._base_url())
+        self._send(200, text.encode(), "text/plain; charset=utf-8")
 
     def _deployment(self, store: Store) -> deployments.Deployment:
         token = discovery.bearer_token(self.headers.get("Authorization"))
@@ -285,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
             found = self._deployment(store)
             deployments.record_progress(store, found.machine_id, phase="streaming", bytes_sent=0)
         try:
-            handle = open(found.job.image.path, "rb")  # noqa: SIM115 (closed below)
+            handle = open(deploy_api.image_of(found).path, "rb")  # noqa: SIM115 (closed below)
         except OSError as exc:
             raise Refused(404, f"the image file is not readable: {exc.strerror}") from None
         with handle:

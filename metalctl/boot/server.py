@@ -3,8 +3,10 @@
     check the interface and its address -> write dnsmasq.conf, stage the iPXE binaries
     -> ask the segment whether another DHCP server answers (unless skipped)
     -> start the HTTP service (a busy port fails here, before any DHCP answer)
-    -> start dnsmasq, wait until it is ready -> watch both until the stop event
-    -> stop dnsmasq, then HTTP (also when anything above fails)
+    -> start dnsmasq, wait until it is ready
+    -> with --package-cache: start apt-cacher-ng on ADDRESS, wait until its port answers
+    -> watch them all until the stop event
+    -> stop apt-cacher-ng, dnsmasq, then HTTP (also when anything above fails)
 
 ``serve_until_signalled`` is ``metalctl boot serve``: SIGTERM and SIGINT set the stop event.
 """
@@ -19,7 +21,7 @@ import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -29,6 +31,8 @@ from metalctl.boot import dhcp_probe, netif
 from metalctl.boot.config import BootConfig
 from metalctl.boot.dnsmasq import EFI_LOADERS, DnsmasqConfig, render, stage_tftp_root
 from metalctl.boot.dnsmasq_process import DnsmasqProcess, check_config, describe_status
+from metalctl.boot.package_cache import DEFAULT_PORT as PACKAGE_CACHE_PORT
+from metalctl.boot.package_cache import PackageCache, package_cache_binary
 from metalctl.boot.service import BootService
 from metalctl.errors import ConflictError, HostSetupError, ProvisionError
 from metalctl.paths import metalctl_home, write_public
@@ -61,6 +65,8 @@ class BootServerSettings:
     dhcp_wait: float = dhcp_probe.DEFAULT_WAIT
     efi_loader: str = EFI_LOADERS[0]
     boot: BootConfig = field(default_factory=BootConfig)
+    package_cache: bool = False  # apt-cacher-ng on ADDRESS: Debian's archive for the nodes
+    package_cache_port: int = PACKAGE_CACHE_PORT
 
 
 def run(
@@ -70,7 +76,9 @@ def run(
     logger: logging.Logger | None = None,
 ) -> None:
     """Serve until ``stop`` is set. Raises (after stopping what it started) when a check
-    refuses or when dnsmasq or the HTTP service dies."""
+    refuses or when dnsmasq, the package cache or the HTTP service dies."""
+    if settings.package_cache:
+        package_cache_binary()  # missing: refused before anything is checked or started
     config = prepare(settings, say)
     if settings.check_dhcp:
         check_segment(config, settings.dhcp_wait, say)
@@ -88,11 +96,23 @@ def run(
         config=settings.boot,
         logger=logger,
     )
-    with http, DnsmasqProcess(config.config_path, config.state_dir) as dnsmasq:
+    # Leaving the stack stops them in reverse: the package cache, dnsmasq, then HTTP.
+    with ExitStack() as running:
+        running.enter_context(http)
+        dnsmasq = running.enter_context(DnsmasqProcess(config.config_path, config.state_dir))
         say(f"HTTP on {http.url} (files: {files_dir})")
         say(f"dnsmasq running (pid {dnsmasq.pid}), log: {dnsmasq.log_path}")
+        cache = None
+        if settings.package_cache:
+            cache = running.enter_context(
+                PackageCache(config.state_dir, settings.address, settings.package_cache_port)
+            )
+            say(
+                f"package cache (apt-cacher-ng, pid {cache.pid}) for Debian's archive: "
+                f"nodes use the proxy {cache.url}; logs: {cache.log_path}"
+            )
         say(f"serving {_mode_text(config)}; stop with Ctrl-C or SIGTERM")
-        _watch(stop, dnsmasq, http)
+        _watch(stop, dnsmasq, http, cache)
         say("stopping")
 
 
@@ -184,7 +204,12 @@ def _mode_text(config: DnsmasqConfig) -> str:
     return f"proxy DHCP on {config.interface} ({config.address.network}), TFTP, iPXE chain to {config.chain_url}"
 
 
-def _watch(stop: threading.Event, dnsmasq: DnsmasqProcess, http: BootService) -> None:
+def _watch(
+    stop: threading.Event,
+    dnsmasq: DnsmasqProcess,
+    http: BootService,
+    cache: PackageCache | None = None,
+) -> None:
     # Wake now and then to notice a child or thread that died, rather than serve half.
     while not stop.wait(_WATCH_SECONDS):
         if not dnsmasq.alive():
@@ -194,6 +219,14 @@ def _watch(stop: threading.Event, dnsmasq: DnsmasqProcess, http: BootService) ->
                 f"dnsmasq stopped unexpectedly ({describe_status(dnsmasq.exit_status())}):\n"
                 f"{dnsmasq.log_tail()}",
                 hint=f"its log: {dnsmasq.log_path}",
+            )
+        if cache is not None and not cache.alive():
+            if stop.is_set():
+                return
+            raise ProvisionError(
+                f"the package cache (apt-cacher-ng) stopped unexpectedly "
+                f"({describe_status(cache.exit_status())}):\n{cache.log_tail()}",
+                hint=f"its logs: {cache.log_path}",
             )
         if not http.alive():
             raise ProvisionError("the boot HTTP service stopped unexpectedly; see its log")

@@ -22,6 +22,7 @@ from metalctl import __version__
 from metalctl.cli.boot import boot_group
 from metalctl.cli.deploy import deploy_group
 from metalctl.cli.events import events_cmd
+from metalctl.cli.image import image_group
 from metalctl.cli.lab import lab_group
 from metalctl.cli.machines import machines_group, power_cmd, provision_cmd
 from metalctl.cli.nodes import nodes_group
@@ -57,6 +58,7 @@ cli.add_command(provision_cmd)
 cli.add_command(power_cmd)
 cli.add_command(machines_group)
 cli.add_command(boot_group)
+cli.add_command(image_group)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ else:  # older click's ParamType is not subscriptable
 # Kept here rather than imported: `metalctl --help` must not import the boot service.
 _DEFAULT_STATE_DIR = Path("/var/lib/metalctl/boot")
 _EFI_LOADERS = ("snponly.efi", "ipxe.efi")
+_PACKAGE_CACHE_PORT = 3142
 
 
 class IPv4Param(_Address):
@@ -111,6 +112,19 @@ def boot_group() -> None:
 @click.option(
     "--skip-dhcp-check", is_flag=True, help="Do not ask the segment for other DHCP servers first."
 )
+@click.option(
+    "--package-cache",
+    is_flag=True,
+    help="Also run apt-cacher-ng on ADDRESS: Debian's archive (only) for nodes without "
+    "internet, as the HTTP proxy http://ADDRESS:PACKAGE_CACHE_PORT.",
+)
+@click.option(
+    "--package-cache-port",
+    type=click.IntRange(1, 32767),  # apt-cacher-ng 3.7.4 cannot bind higher ports
+    default=_PACKAGE_CACHE_PORT,
+    show_default=True,
+    help="The package cache's port on ADDRESS (with --package-cache).",
+)
 def boot_serve_cmd(
     interface: str,
     address: IPv4Address,
@@ -121,6 +135,8 @@ def boot_serve_cmd(
     files_dir: Path | None,
     efi_loader: str,
     skip_dhcp_check: bool,
+    package_cache: bool,
+    package_cache_port: int,
 ) -> None:
     """Serve PXE boot on IF until Ctrl-C or SIGTERM (needs root).
 
@@ -140,6 +156,12 @@ def boot_serve_cmd(
     PXE boot server refuses the start. --skip-dhcp-check skips the check.
 
     dnsmasq's log, leases and config are in STATE_DIR; HTTP requests are logged on stderr.
+
+    --package-cache: nodes on a network with no route out get Debian packages through this
+    host. apt-cacher-ng (Debian package apt-cacher-ng) listens on ADDRESS:PACKAGE_CACHE_PORT
+    only, caches in STATE_DIR/apt-cacher-ng and proxies deb.debian.org and
+    security.debian.org only (no CONNECT); give nodes
+    "apt: {proxy: http://ADDRESS:PACKAGE_CACHE_PORT}" in their cloud-init user-data.
     """
     from metalctl.boot.server import BootServerSettings, serve_until_signalled
 
@@ -147,6 +169,10 @@ def boot_serve_cmd(
         raise UsageError(
             "choose one mode: --dhcp-range START,END (full DHCP) or --proxy (proxy DHCP)",
             hint="'metalctl boot serve --help' explains both",
+        )
+    if package_cache and package_cache_port == port:
+        raise UsageError(
+            f"--package-cache-port {package_cache_port} is the HTTP port (--port): choose another"
         )
     settings = BootServerSettings(
         interface=interface,
@@ -157,6 +183,8 @@ def boot_serve_cmd(
         files_dir=files_dir,
         check_dhcp=not skip_dhcp_check,
         efi_loader=efi_loader,
+        package_cache=package_cache,
+        package_cache_port=package_cache_port,
     )
     serve_until_signalled(settings, say=_say, logger=_stderr_logger())
 

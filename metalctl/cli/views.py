@@ -132,7 +132,7 @@ def machine(
     if deployment is not None:
         view["deployment"] = {
             "node": deployment.node,
-            "image": deployment.job.image.name,
+            "image": deployment.job.image.name if deployment.job.image else "kickstart",
             "disk": deployment.job.disk,
             "status": deployment.status,
             "phase": deployment.phase,

@@ -178,7 +178,8 @@ def _spec(lab: VmLab, managers: int, image: str) -> ClusterSpec:
         "apiVersion: metalctl/v1alpha1\nkind: Cluster\n"
         f"metadata: {{name: {lab.name}}}\n"
         "spec:\n  provisioner: vmlab\n"
-        f"  pxe: {{image: {image}, network: {lab.network}}}\n"
+        f"  pxe: {{image: {image}, network: {lab.network}, "
+        f"aptProxy: 'http://{lab.server_address}:3142'}}\n"
         f"  nodes:\n{nodes}"
         f"  swarm: {{master: {names[0]}, managers: [{', '.join(names[:managers])}]}}\n"
         f"  consul: {{servers: [{', '.join(names[:managers])}]}}\n"
@@ -222,6 +223,8 @@ def _ensure_boot_service(lab: VmLab, say: Say) -> None:
         "--port", str(lab.port),
         "--state-dir", str(run / "boot"),
         "--files-dir", str(run / "files"),
+        # The VMs' apt goes through the admin host (no route out): spec.pxe.aptProxy.
+        "--package-cache",
     ]  # fmt: skip
     say(f"starting the boot service on {lab.boot_url} (log: {run / _BOOT_SERVE_LOG})")
     with open(run / _BOOT_SERVE_LOG, "ab") as log:
@@ -271,7 +274,7 @@ def _vm_config(lab: VmLab, vm: VmRecord) -> qemu.VmConfig:
         tap=vm.tap,
         disk=vm_dir / "disk.qcow2",
         disk_size=DISK_BYTES,
-        firmware=vm.firmware,
+        firmware="uefi" if vm.firmware == "uefi" else "bios",
         memory_mib=MEMORY_MIB,
         serial=vm.serial,
         uuid=vm.uuid,

@@ -67,7 +67,8 @@ class PxeProvisioner:
         """Deploy the named nodes at once; returns {node: why} for those that failed."""
         failed: dict[str, str] = {}
         started: list[str] = []
-        image = _image_ref(spec)
+        installer = spec.spec.pxe.installer if spec.spec.pxe else None
+        image = None if installer else _image_ref(spec)
         key = public_key()
         for name in names:
             node = spec.node(name)
@@ -92,11 +93,18 @@ class PxeProvisioner:
         store: Store,
         spec: ClusterSpec,
         node: Node,
-        image: ImageRef,
+        image: ImageRef | None,
         key: str,
         say: Say,
     ) -> None:
         machine = pxe_plan.machine_for(node, spec.name, store.list_machines())
+        if image is None:
+            job = pxe_plan.kickstart_job(spec, node, machine.primary_mac, key)
+            reason = f"provision {node.name}: {job.kickstart.flavour} 9 by kickstart"  # type: ignore[union-attr]
+            deployments.start(store, machine.id, spec.name, job, reason)
+            say(f"{node.name}: machine {machine.id} ({machine.primary_mac}), {reason}")
+            self.boot_for_deploy(spec, node.name, machine.primary_mac, say)
+            return
         disk = pxe_plan.choose_disk(node.name, machine.facts, node.root_device, image.size)
         nonce = secrets.token_hex(4)
         job = DeploymentJob(
@@ -223,12 +231,15 @@ def _network(spec: ClusterSpec) -> str:
 
 
 def _describe(found: Deployment) -> str:
-    if found.status == deployments.OK:
-        seconds = (found.finished_at or found.updated_at) - found.created_at
-        return f"image written and verified ({found.job.image.size >> 20} MiB, {seconds:.0f} s)"
+    image = found.job.image
+    seconds = (found.finished_at or found.updated_at) - found.created_at
+    if found.status == deployments.OK and image is None:
+        return f"installed by kickstart ({seconds:.0f} s)"
+    if found.status == deployments.OK and image is not None:
+        return f"image written and verified ({image.size >> 20} MiB, {seconds:.0f} s)"
     if found.status == deployments.FAILED:
         return f"deployment failed: {found.message}"
-    stored = found.job.image.stored_size or 1
+    stored = image.stored_size if image else 1
     if found.phase == "streaming" and found.bytes_sent:
         elapsed = max(time.time() - found.created_at, 0.001)
         rate = found.bytes_sent / elapsed / (1 << 20)

@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
+from metalctl.deployments import DeploymentJob, KickstartJob
 from metalctl.errors import ConflictError
-from metalctl.spec import Node, RootDevice
+from metalctl.spec import ClusterSpec, Node, RootDevice
 from metalctl.store import MachineRecord
 
 
@@ -127,3 +128,28 @@ def seed(
         "user-data": "#cloud-config\n" + yaml.safe_dump(user, sort_keys=False),
         "network-config": yaml.safe_dump(net, sort_keys=False),
     }
+
+
+def kickstart_job(spec: ClusterSpec, node: Node, mac: str, ssh_public_key: str) -> DeploymentJob:
+    """EL9 by kickstart: no image; the installer partitions the disk the hint names."""
+    pxe = spec.spec.pxe
+    if pxe is None or pxe.installer is None:
+        raise ConflictError(f"cluster {spec.name} has no spec.pxe.installer")
+    hint = node.root_device
+    root = None
+    if hint is not None and hint.serial:
+        root = f"serial:{hint.serial}"
+    elif hint is not None and hint.wwn:
+        root = f"/dev/disk/by-id/wwn-{hint.wwn}"
+    elif hint is not None and hint.name:
+        root = hint.name
+    job = KickstartJob(
+        flavour=pxe.installer.flavour,
+        mirror=pxe.installer.mirror,
+        mac=mac,
+        ssh_public_key=ssh_public_key.strip(),
+        address=node.address,
+        prefix=ipaddress.IPv4Network(pxe.network).prefixlen,
+        root_device=root,
+    )
+    return DeploymentJob(node.name, "", 0, "", None, {}, kickstart=job)

@@ -5,6 +5,9 @@ failed, and what the machine boots next."""
 from __future__ import annotations
 
 import hashlib
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,8 @@ import pytest
 
 from metalctl import deployments
 from metalctl.deployments import DeploymentJob, ImageRef
+from metalctl.provisioners import pxe_plan
+from metalctl.spec import parse_spec
 from metalctl.store import Store
 from tests.integration.boot_support import MAC_A, MAC_B, Running, facts, running, token_in
 
@@ -159,3 +164,58 @@ def test_unknown_seed_file_is_404(boot: Running, tmp_path: Path) -> None:
     token = token_in(boot.boot_script(MAC_A))
     reply = boot.request("GET", "/v1/deploy/seed/../../etc/passwd", headers=_auth(token))
     assert reply.status == 404
+
+
+def test_el9_by_kickstart_installer_script_kickstart_and_result(
+    boot: Running, tmp_path: Path
+) -> None:
+    """EL9: the installer boots from the spec's mirror; the kickstart the boot service
+    renders for the machine passes ksvalidator (RHEL9) and carries a deploy token that its
+    %post reports with. (No EL9 mirror is reachable here: the install itself is not run.)"""
+    store = Store(boot.store_path)
+    machine = store.upsert_discovered(facts(MAC_A, uuid=None), boot_mac=MAC_A)
+    spec = parse_spec(KS_SPEC)
+    job = pxe_plan.kickstart_job(
+        spec, spec.node("el1"), MAC_A, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq3 m"
+    )
+    deployments.start(store, machine.id, "c1", job, "kickstart test")
+
+    script = boot.boot_script(MAC_A)
+    tree = "http://mirror.test/rocky/9/BaseOS/x86_64/os"
+    assert f"kernel {tree}/images/pxeboot/vmlinuz" in script and f"inst.repo={tree}" in script
+    assert f"/v1/deploy/kickstart?mac={MAC_A}" in script
+
+    reply = boot.request("GET", f"/v1/deploy/kickstart?mac={MAC_A}")
+    assert reply.status == 200
+    ks = tmp_path / "el1.ks"
+    ks.write_bytes(reply.body)
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "ksvalidator"), "-v", "RHEL9", str(ks)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    text = reply.body.decode()
+    assert "--hostname=el1" in text and "10.9.0.21" in text and "serial:" not in text
+    token = re.search(r"Bearer ([A-Za-z0-9_-]{43})", text)
+    assert token is not None
+    status, answer = _report(boot, token.group(1), "/v1/deploy/result", "status=ok")
+    assert (status, answer) == (200, {"state": "provisioned"})
+    assert boot.request("GET", f"/v1/deploy/kickstart?mac={MAC_A}").status == 404
+
+
+KS_SPEC = """
+apiVersion: metalctl/v1alpha1
+kind: Cluster
+metadata: {name: c1}
+spec:
+  provisioner: pxe
+  pxe:
+    network: 10.9.0.0/24
+    installer: {flavour: rocky, mirror: 'http://mirror.test/rocky/9'}
+  nodes:
+    - {name: el1, address: 10.9.0.21, mac: '52:54:00:00:00:0a'}
+  swarm: {master: el1, managers: [el1]}
+  consul: {servers: [el1]}
+"""

@@ -163,13 +163,15 @@ def state_dir() -> Iterator[Path]:
 
 
 def _kill_leftover_dnsmasq(state: Path) -> None:
-    """A dnsmasq of ours that outlived its metalctl (only when a test failed badly)."""
-    try:
-        pid = int((state / "dnsmasq.pid").read_text())
-        if str(state).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
+    """A dnsmasq (or package cache) of ours that outlived its metalctl (only when a test
+    failed badly)."""
+    for pid_file in (state / "dnsmasq.pid", state / "apt-cacher-ng" / "apt-cacher-ng.pid"):
+        try:
+            pid = int(pid_file.read_text())
+            if str(state).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 # --- metalctl boot serve --------------------------------------------------------------
@@ -409,6 +411,46 @@ def test_a_dnsmasq_that_cannot_start_is_reported_with_its_own_words(
     assert "Address already in use" in str(err.value)
     assert not (state_dir / "dnsmasq.pid").exists()
     assert healthz(segment.server, settings.port) is None  # the HTTP side was stopped too
+
+
+PROXY_GET = """
+import sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": sys.argv[1]}))
+try:
+    print(opener.open(sys.argv[2], timeout=10).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+"""
+
+
+def test_package_cache_serves_the_segment_and_its_death_ends_boot_serve(
+    segment: Segment, state_dir: Path, tmp_path: Path
+) -> None:
+    cache_port = 20000 + int.from_bytes(os.urandom(2), "big") % 12000  # apt-cacher-ng: < 32768
+    start, end = segment.host(100), segment.host(150)
+    serving = start_serve(
+        segment, state_dir, tmp_path / "home", "--dhcp-range", f"{start},{end}",
+        "--skip-dhcp-check", "--package-cache", "--package-cache-port", str(cache_port),
+    )  # fmt: skip
+    wait_serving(segment, serving)
+    proxy = f"http://{segment.server}:{cache_port}"
+    assert f"nodes use the proxy {proxy}" in serving.stderr()
+    # A node on the segment reaches it; anything but Debian's archive is refused by the
+    # cache itself (403, no lookup: the host is under .invalid).
+    done = segment.in_ns(
+        sys.executable, "-c", PROXY_GET, proxy, "http://example.invalid/debian/dists/x/Release"
+    )
+    assert done.stdout.strip() == "403", done.stdout + done.stderr
+
+    cache_pid = int((state_dir / "apt-cacher-ng" / "apt-cacher-ng.pid").read_text())
+    dnsmasq_pid = int((state_dir / "dnsmasq.pid").read_text())
+    os.kill(cache_pid, signal.SIGKILL)
+    assert wait_exit(serving) == 6, serving.stderr()
+    assert "package cache (apt-cacher-ng) stopped unexpectedly (killed by SIGKILL)" in (
+        serving.stderr()
+    )
+    assert not Path(f"/proc/{dnsmasq_pid}").exists()
+    assert healthz(segment.server, serving.port) is None
 
 
 # --- a PXE client, for proxy mode ---------------------------------------------------------
