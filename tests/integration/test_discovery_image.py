@@ -5,7 +5,7 @@ per session. Each VM gets QEMU user-mode networking with ``restrict=on``: the gu
 reach nothing but ``10.0.2.100:80``, which QEMU forwards (``guestfwd``, one ``busybox nc``
 per connection) to the boot service on the host's loopback. The kernel command line is the
 one the boot service's own iPXE script carries, so the script and the agent are tested
-against each other.
+against each other. Discovery runs under SeaBIOS and under OVMF (UEFI, direct kernel boot).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import pytest
 from metalctl import deployments
 from metalctl.boot import BootConfig, BootService, tokens
 from metalctl.deployments import DeploymentJob, ImageRef
-from metalctl.images.discovery import DiscoveryImage, build_discovery
+from metalctl.images.discovery import DiscoveryImage, build_discovery, discovery_dir, find_discovery
 from metalctl.store import Store
 from tests.integration.boot_support import facts
 
 GUEST_URL = "http://10.0.2.100:80"  # what the guest sees; QEMU forwards it to 127.0.0.1
 VM_SECONDS = 240.0  # a TCG boot to the POST takes ~20 s; a busy host is slower
 MAC = "52:54:00:d1:5c:01"
-SERIAL = "MCTEST-SER-0042"
+SERIAL = 'MC-"SER"\\0042'  # a quote and a backslash: the agent's JSON must escape them
 UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
 
@@ -112,8 +112,18 @@ class Run:
     console: str
 
 
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
 def run_vm(
-    image: DiscoveryImage, boot: Boot, args: str, disks: list[Disk], *, smbios: bool = True
+    image: DiscoveryImage,
+    boot: Boot,
+    args: str,
+    disks: list[Disk],
+    *,
+    smbios: bool = True,
+    firmware: str = "bios",
 ) -> Run:
     """Boot the image until the guest powers off or reboots (-no-reboot: QEMU exits),
     bounded by VM_SECONDS; QEMU is killed whatever happens."""
@@ -129,6 +139,12 @@ def run_vm(
     ]  # fmt: skip
     if smbios:
         argv += ["-smbios", f"type=1,serial={SERIAL},uuid={UUID}"]
+    if firmware == "uefi":  # OVMF, with a copy of the variable store of this VM's own
+        shutil.copyfile(OVMF_VARS, boot.tmp / "OVMF_VARS.fd")
+        argv += [
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={boot.tmp / 'OVMF_VARS.fd'}",
+        ]  # fmt: skip
     for i, disk in enumerate(disks):
         argv += [
             "-drive", f"file={disk.path},if=none,id=d{i},format=raw",
@@ -158,10 +174,33 @@ def agent_lines(console: str) -> str:
     return "\n".join(line for line in console.splitlines() if "metalctl-agent:" in line)
 
 
+def test_the_image_is_cached_by_recipe(image: DiscoveryImage) -> None:
+    said: list[str] = []
+    again = build_discovery(said.append)
+    assert again == image == find_discovery()
+    assert any("is cached" in line for line in said), said
+    assert image.kernel.parent == discovery_dir() / image.recipe
+    # This process's build left nothing half-made beside the finished image.
+    ours = f".build-{image.recipe}-{os.getpid()}-"
+    assert not [p for p in discovery_dir().iterdir() if p.name.startswith(ours)]
+
+
 # --- discover ---------------------------------------------------------------------------
 
 
-def test_discovery_boot_records_the_machine(image: DiscoveryImage, boot: Boot) -> None:
+@pytest.mark.parametrize(
+    "firmware",
+    [
+        "bios",
+        pytest.param(
+            "uefi",
+            marks=pytest.mark.skipif(not OVMF_CODE.exists(), reason="needs ovmf (make setup)"),
+        ),
+    ],
+)
+def test_discovery_boot_records_the_machine(
+    image: DiscoveryImage, boot: Boot, firmware: str
+) -> None:
     args = kernel_args(boot.ipxe_script(MAC))
     assert "metalctl.mode=discover" in args and f"metalctl.url={GUEST_URL}" in args
     disks = [
@@ -169,7 +208,7 @@ def test_discovery_boot_records_the_machine(image: DiscoveryImage, boot: Boot) -
         blank_disk(boot.tmp, "two", 256 << 20, "DISK-TWO"),
     ]
 
-    run = run_vm(image, boot, args, disks)
+    run = run_vm(image, boot, args, disks, firmware=firmware)
 
     assert "metalctl-agent: discovered" in run.console, agent_lines(run.console)
     assert "metalctl-agent: powering off" in run.console
@@ -177,7 +216,7 @@ def test_discovery_boot_records_the_machine(image: DiscoveryImage, boot: Boot) -
     assert machine.state == "discovered" and machine.primary_mac == MAC
     assert machine.macs == (MAC,) and machine.smbios_uuid == UUID
     found = machine.facts
-    assert found["boot_mode"] == "bios"
+    assert found["boot_mode"] == firmware
     assert found["memory_bytes"] == 512 << 20
     assert found["cpu"]["count"] == 1 and found["cpu"]["model"]
     assert [n["mac"] for n in found["nics"]] == [MAC] and found["nics"][0]["link"] is True

@@ -155,7 +155,7 @@ network_up() {
 		[ $i -ge 3 ] && give_up "no DHCP lease on $IFACE: $(tail -n 2 /tmp/udhcpc.log | tr '\n' ' ')"
 		log "no DHCP lease on $IFACE yet; trying again"
 	done
-	grep 'metalctl-agent:' /tmp/udhcpc.log
+	log "$(sed -n 's/^lease: //p' /tmp/udhcpc.log | head -n 1)"
 }
 
 # Wait (at most $1 s) until the set of block devices stops changing for 2 s: SCSI and
@@ -610,8 +610,7 @@ deploy_main() {
 	log "GET $URL/v1/deploy"
 	http GET "$URL/v1/deploy" /tmp/job.txt ||
 		give_up "no deploy job for this boot (see above); the disk is untouched"
-	read_job /tmp/job.txt ||
-		give_up "the deploy job is not usable; the disk is untouched"
+	read_job /tmp/job.txt || fail_deploy "the deploy job is not usable (see the console); the disk is untouched"
 	log "job: machine $J_MACHINE node $J_NODE disk $J_DISK image $J_IMAGE_SIZE bytes ($J_IMAGE_COMPRESSION)"
 	# Two full passes over the image at 1 MiB/s at least, and some.
 	watchdog $((900 + 2 * (J_IMAGE_SIZE / 1048576)))
