@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +27,7 @@ Say = Callable[[str], None]
 
 QCOW2_MAGIC = b"QFI\xfb"
 DOWNLOAD_TIMEOUT = 30.0  # seconds per socket operation (connect, each read)
+DOWNLOAD_DEADLINE = 4 * 3600.0  # seconds for the whole download (a trickle ends too)
 CHUNK = 4 << 20
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -110,9 +112,12 @@ def _download(url: str, tmp: Path, say: Say) -> tuple[Path, str]:
             urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as reply,
             target.open("wb") as out,
         ):
+            deadline = time.monotonic() + DOWNLOAD_DEADLINE
             while chunk := reply.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not done after {DOWNLOAD_DEADLINE:.0f}s")
     except urllib.error.HTTPError as exc:
         raise NotFoundError(f"cannot download {_display(url)}: HTTP {exc.code}") from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from metalctl.images.cache import cache_root
 from metalctl.images.catalog import ImageRecord, image_path
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -135,6 +136,10 @@ CHECKS = {
     "root_size": "df -B1 --output=size / | tail -1",
     "cloud_init": "cloud-init status --wait --long | head -3",
     "machine_id": "cat /etc/machine-id",
+    "host_key": "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub",
+    "apt_lists": "ls /var/lib/apt/lists | grep -c _Packages",
+    "apt_debs": "ls /var/cache/apt/archives | grep -c '[.]deb$' || true",
+    "networkd": "systemctl is-enabled systemd-networkd",
 }
 
 
@@ -235,7 +240,11 @@ def test_debian12_boots_bios_and_uefi_with_nocloud_seed(backing: Path, tmp_path:
         assert int(out["root_size"]) > (2 << 30), f"growpart did not grow root: {out}"
         assert "status: done" in out["cloud_init"], out
         assert len(out["machine_id"]) == 32, out
-    assert boots["bios"].output["machine_id"] != boots["uefi"].output["machine_id"]
+        assert int(out["apt_lists"]) >= 1, out  # python3-apt/ansible work offline
+        assert out["apt_debs"] == "0", out
+        assert out["networkd"] == "enabled", out
+    for check in ("machine_id", "host_key"):  # made at first boot, not baked in
+        assert boots["bios"].output[check] != boots["uefi"].output[check], check
 
 
 def test_interrupted_build_leaves_no_loop_device_mount_or_file(tmp_path: Path) -> None:
@@ -244,7 +253,7 @@ def test_interrupted_build_leaves_no_loop_device_mount_or_file(tmp_path: Path) -
     from metalctl.images.debian import mounts_under
 
     cache = tmp_path / "cache"
-    shared = Path("/var/cache/metalctl/downloads")
+    shared = cache_root() / "downloads"
     if shared.is_dir():  # reuse fetched .debs: the interrupt comes sooner
         cache.mkdir()
         (cache / "downloads").symlink_to(shared)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import pytest
+from click.testing import CliRunner
 
 from metalctl.errors import NotFoundError, UsageError
 from metalctl.images import catalog
@@ -185,3 +193,67 @@ def test_debian_recipe_is_stable_and_covers_inputs(monkeypatch: pytest.MonkeyPat
     files["etc/hostname"] = "other\n"
     monkeypatch.setattr(debian, "CONFIG_FILES", files)
     assert debian.recipe() != first
+
+
+@contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """A static file server on 127.0.0.1 (an ephemeral port), stopped afterwards."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@needs_zstd
+def test_import_over_http_and_refusals(
+    cache: Path, raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)  # 127.0.0.1 directly, never through a proxy
+    with http_server(raw.parent) as base:
+        url = f"{base}/{raw.name}"
+        with pytest.raises(UsageError, match="sha256 mismatch"):
+            import_image(url, "2" * 64, "web", lambda _s: None)
+        assert stored_files(cache) == []
+        with pytest.raises(NotFoundError, match="HTTP 404"):
+            import_image(f"{base}/missing.raw", sha(raw), "web", lambda _s: None)
+        assert stored_files(cache) == []
+        record = import_image(url, sha(raw).upper(), "web", lambda _s: None)
+    assert record.sha256 == sha(raw)
+    assert record.source == f"imported:{url}"
+    assert catalog.resolve("web") == record
+
+
+def test_cli_build_discovery_calls_the_discovery_builder(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`image build discovery` hands over to metalctl.images.discovery.build_discovery."""
+    calls: list[bool] = []
+
+    def build_discovery(say: Callable[[str], None], *, force: bool = False) -> object:
+        calls.append(force)
+        say("built")
+        return SimpleNamespace(recipe="abc123", kernel=Path("/k/vmlinuz"), initrd=Path("/k/i"))
+
+    fake = ModuleType("metalctl.images.discovery")
+    fake.build_discovery = build_discovery  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "metalctl.images.discovery", fake)
+    from metalctl.cli import cli
+
+    result = CliRunner().invoke(cli, ["image", "build", "discovery", "--force"])
+    assert result.exit_code == 0, result.output
+    assert calls == [True]
+    assert "discovery abc123: kernel /k/vmlinuz, initrd /k/i" in result.output
+    unknown = CliRunner().invoke(cli, ["image", "build", "windows"])
+    assert unknown.exit_code == 2
