@@ -39,8 +39,6 @@ from metalctl.wait import wait_for
 Say = Callable[[str], None]
 SUBNET_POOL = ipaddress.IPv4Network("10.215.0.0/16")
 BOOT_PORT = 8080
-DISK_BYTES = 4 << 30
-MEMORY_MIB = 1024
 DISCOVERY_TIMEOUT = 600.0
 _BOOT_SERVE_LOG = "boot-serve.log"
 _BOOT_SERVE_PID = "boot-serve.pid"
@@ -267,19 +265,7 @@ def _log_tail(path: Path) -> str:
 
 
 def _vm_config(lab: VmLab, vm: VmRecord) -> qemu.VmConfig:
-    vm_dir = lab.vm_dir(vm.node)
-    return qemu.VmConfig(
-        name=vm.node,
-        mac=vm.mac,
-        tap=vm.tap,
-        disk=vm_dir / "disk.qcow2",
-        disk_size=DISK_BYTES,
-        firmware="uefi" if vm.firmware == "uefi" else "bios",
-        memory_mib=MEMORY_MIB,
-        serial=vm.serial,
-        uuid=vm.uuid,
-        state_dir=vm_dir,
-    )
+    return vmlab_state.vm_config(lab, vm)
 
 
 def _ensure_vms(store: Store, lab: VmLab, say: Say) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from metalctl.errors import ConflictError
 from metalctl.provisioners.base import Capabilities, PowerAction, Provisioner, Say
 from metalctl.provisioners.pxe import PxeProvisioner
-from metalctl.provisioners.vmlab_state import require
+from metalctl.provisioners.vmlab_state import require, vm_config
 from metalctl.spec import ClusterSpec
 from metalctl.store import Store
-from metalctl.vmlab import qmp
+from metalctl.vmlab import qemu, qmp
 
 
 class VmLabProvisioner(PxeProvisioner):
@@ -17,7 +17,19 @@ class VmLabProvisioner(PxeProvisioner):
     capabilities = Capabilities(creates_machines=False, power=True, installs_os=True)
 
     def boot_for_deploy(self, spec: ClusterSpec, node: str, mac: str, say: Say) -> None:
-        sock = require(spec.name).qmp_socket(node)
+        lab = require(spec.name)
+        vm = lab.vm(node)
+        if vm.firmware == "uefi":
+            # UEFI VMs boot their disk first (qemu.py says why): a blank disk makes this
+            # boot a PXE boot, as a BMC's "next boot: network" would.
+            config = vm_config(lab, vm)
+            say(f"{node}: blank disk, power on (UEFI: the firmware falls through to PXE)")
+            qemu.stop(config)
+            config.disk.unlink(missing_ok=True)
+            qemu.create_disk(config.disk, config.disk_size)
+            qemu.start(config)
+            return
+        sock = lab.qmp_socket(node)
         # Off (the discovery agent powered it off): power on. On: reset, so it PXE-boots now.
         action: PowerAction = "on" if qmp.power_state(sock) == "off" else "cycle"
         say(f"{node}: power {action} (QMP) so that it PXE-boots")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from metalctl.errors import NotFoundError
 from metalctl.paths import ClusterPaths, write_public
+from metalctl.vmlab import qemu
 
 RUNTIME_ROOT = Path("/var/lib/metalctl/vmlab")
 RECORD = "vmlab.json"
@@ -59,6 +60,26 @@ class VmLab:
     @property
     def boot_url(self) -> str:
         return f"http://{self.server_address}:{self.port}"
+
+
+DISK_BYTES = 4 << 30
+MEMORY_MIB = 1024
+
+
+def vm_config(lab: VmLab, vm: VmRecord) -> qemu.VmConfig:
+    vm_dir = lab.vm_dir(vm.node)
+    return qemu.VmConfig(
+        name=vm.node,
+        mac=vm.mac,
+        tap=vm.tap,
+        disk=vm_dir / "disk.qcow2",
+        disk_size=DISK_BYTES,
+        firmware="uefi" if vm.firmware == "uefi" else "bios",
+        memory_mib=MEMORY_MIB,
+        serial=vm.serial,
+        uuid=vm.uuid,
+        state_dir=vm_dir,
+    )
 
 
 def save(lab: VmLab) -> None:

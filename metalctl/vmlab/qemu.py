@@ -252,7 +252,15 @@ def qemu_argv(config: VmConfig, accel: str) -> list[str]:
         "-serial", f"file:{c.console_path}",
         "-netdev", f"tap,id=net0,ifname={c.tap},script=no,downscript=no",
     ]  # fmt: skip
-    nic = f"virtio-net-pci,netdev=net0,mac={c.mac},bootindex=1"
+    # BIOS: network first, every boot (the boot service answers "boot your disk" with
+    # sanboot 0x80). UEFI: disk first, network second. iPXE (Debian's 2019 build) cannot
+    # hand a UEFI machine to its local disk ("sanboot --drive 0x80": No such device), and
+    # OVMF, whose variables were made while the disk was blank, has no disk entry to fall
+    # back to after iPXE's "exit" (measured: it lands in its setup menu). A blank disk
+    # boots nothing, so a blank UEFI VM still PXE-boots; the vmlab provisioner blanks the
+    # disk before it redeploys (the lab's stand-in for a BMC's "next boot: network").
+    nic_index, disk_index = (2, 1) if c.firmware == "uefi" else (1, 2)
+    nic = f"virtio-net-pci,netdev=net0,mac={c.mac},bootindex={nic_index}"
     if c.firmware == "uefi":
         argv += [
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_needs(OVMF_CODE, 'ovmf')}",
@@ -270,7 +278,7 @@ def qemu_argv(config: VmConfig, accel: str) -> list[str]:
         ]  # fmt: skip
     argv += [
         "-drive", f"if=none,id=disk0,format={c.disk_format},file={c.disk},discard=unmap",
-        "-device", "virtio-blk-pci,drive=disk0,bootindex=2",
+        "-device", f"virtio-blk-pci,drive=disk0,bootindex={disk_index}",
     ]  # fmt: skip
     return argv
 
