@@ -50,7 +50,15 @@ def test_deploy_does_not_import_membership() -> None:
                 "metalctl.clients",
             ),
         ),
+        # PXE: the provisioners and the VM lab driver know nothing of deploys or the CLI
+        (
+            "metalctl.provisioners.vmlab",
+            ("metalctl.deploy", "metalctl.membership", "metalctl.operations", "metalctl.cli"),
+        ),
+        ("metalctl.vmlab.qemu", ("metalctl.provisioners", "metalctl.operations", "metalctl.cli")),
+        ("metalctl.images.discovery", ("metalctl.provisioners", "metalctl.boot", "metalctl.cli")),
         # core
+        ("metalctl.deployments", ("metalctl.boot", "metalctl.provisioners", "metalctl.clients")),
         ("metalctl.lifecycle", ("metalctl.clients", "metalctl.deploy", "metalctl.membership")),
         ("metalctl.spec", ("metalctl.clients", "metalctl.deploy", "metalctl.provisioners")),
     ],
