@@ -198,7 +198,9 @@ def forget_if_unnamed(record: ImageRecord) -> bool:
             with contextlib.suppress(OSError):
                 if path.read_text().strip() == record.sha256:
                     return False
-    for path in (image_path(record), images_dir() / f"{record.sha256}.json"):
+    # The .raw beside a .raw.zst is the copy the pxe provisioner sends (decompressed once).
+    raw_copy = images_dir() / f"{record.sha256}.raw"
+    for path in (image_path(record), raw_copy, images_dir() / f"{record.sha256}.json"):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return True

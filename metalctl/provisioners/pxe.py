@@ -13,10 +13,12 @@ The boot service (``metalctl boot serve``) must be running on the provisioning n
 from __future__ import annotations
 
 import functools
+import os
 import secrets
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from metalctl import deployments, lifecycle
 from metalctl.deployments import Deployment, DeploymentJob, ImageRef
@@ -212,16 +214,40 @@ class PxeProvisioner:
 def _image_ref(spec: ClusterSpec) -> ImageRef:
     from metalctl.images import catalog  # the image cache is read only when provisioning
 
-    wanted = spec.spec.pxe.image if spec.spec.pxe else "debian-12"
-    record = catalog.resolve(wanted)
+    pxe = spec.spec.pxe
+    record = catalog.resolve(pxe.image if pxe else "debian-12")
+    path, compression, stored = catalog.image_path(record), record.compression, record.stored_size
+    if compression == "zstd" and not (pxe and pxe.stream_compressed):
+        path, compression, stored = _raw_copy(path, record.sha256), "none", record.size
     return ImageRef(
         name=record.name,
         sha256=record.sha256,
         size=record.size,
-        path=str(catalog.image_path(record)),
-        compression=record.compression,
-        stored_size=record.stored_size,
+        path=str(path),
+        compression=compression,
+        stored_size=stored,
     )
+
+
+def _raw_copy(zst: Path, sha256: str) -> Path:
+    """The image decompressed once beside its .zst (sparse), for sending raw; the agent
+    checks its sha256 as always."""
+    raw = zst.with_name(f"{sha256}.raw")
+    if raw.exists():
+        return raw
+    tmp = raw.with_name(f".{raw.name}.{os.getpid()}.tmp")
+    try:
+        subprocess.run(
+            ["zstd", "-d", "-q", "-f", "--sparse", "-o", str(tmp), str(zst)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        os.replace(tmp, raw)
+    except (OSError, subprocess.SubprocessError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"cannot decompress {zst} for serving: {exc}") from exc
+    return raw
 
 
 def _network(spec: ClusterSpec) -> str:
