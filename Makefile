@@ -7,12 +7,14 @@ DEMO ?= demo
 PYTHON ?= python3
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup host venv lint test test-unit test-e2e wheel demo demo-down bench clean
+.PHONY: help setup host venv lint test test-unit test-e2e wheel demo demo-down demo-vms demo-vms-down bench clean
 
 help:
 	@echo "make demo       set up the host, build a 4-node lab, deploy a swarm, show docker node ls"
 	@echo "make test       lint + type checks + unit, integration and e2e tests"
 	@echo "make demo-down  remove the demo lab"
+	@echo "make demo-vms   2 blank QEMU VMs (BIOS + UEFI): PXE discovery, Debian 12 written to disk, ready"
+	@echo "make demo-vms-down  remove the VM lab"
 	@echo "make bench      run the benchmarks in bench/ (prints figures)"
 	@echo "make wheel      build dist/metalctl-*.whl (roles and workloads inside)"
 
@@ -48,6 +50,16 @@ test-e2e: setup
 
 test: setup lint
 	$(BIN)/pytest -q -rs tests
+
+DEMO_VMS ?= demo-vms
+
+demo-vms: setup
+	$(BIN)/metalctl lab up --name $(DEMO_VMS) --vms 2 --uefi 1
+	$(BIN)/metalctl provision --cluster $(DEMO_VMS)
+	$(BIN)/metalctl machines list
+
+demo-vms-down: venv
+	$(BIN)/metalctl lab down --name $(DEMO_VMS)
 
 demo: setup
 	$(BIN)/metalctl lab up --name $(DEMO) --nodes 4 --managers 3
