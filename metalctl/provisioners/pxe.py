@@ -68,15 +68,14 @@ class PxeProvisioner:
     ) -> dict[str, str]:
         """Deploy the named nodes at once; returns {node: why} for those that failed."""
         failed: dict[str, str] = {}
-        started: list[str] = []
+        started: dict[str, str] = {}  # node -> machine id
         installer = spec.spec.pxe.installer if spec.spec.pxe else None
         image = None if installer else _image_ref(spec)
         key = public_key()
         for name in names:
             node = spec.node(name)
             try:
-                self._start(store, spec, node, image, key, say)
-                started.append(name)
+                started[name] = self._start(store, spec, node, image, key, say)
             except MetalctlError as exc:
                 failed[name] = exc.message
         finished = self._wait_deployments(store, spec, started, say, timeout or DEPLOY_TIMEOUT)
@@ -98,43 +97,42 @@ class PxeProvisioner:
         image: ImageRef | None,
         key: str,
         say: Say,
-    ) -> None:
+    ) -> str:
+        """Record the node's deployment and make its machine PXE-boot; returns the machine id."""
         machine = pxe_plan.machine_for(node, spec.name, store.list_machines())
         if image is None:
             job = pxe_plan.kickstart_job(spec, node, machine.primary_mac, key)
-            reason = f"provision {node.name}: {job.kickstart.flavour} 9 by kickstart"  # type: ignore[union-attr]
-            deployments.start(store, machine.id, spec.name, job, reason)
-            say(f"{node.name}: machine {machine.id} ({machine.primary_mac}), {reason}")
-            self.boot_for_deploy(spec, node.name, machine.primary_mac, say)
-            return
-        disk = pxe_plan.choose_disk(node.name, machine.facts, node.root_device, image.size)
-        nonce = secrets.token_hex(4)
-        job = DeploymentJob(
-            node=node.name,
-            disk=disk.name,
-            disk_size=disk.size,
-            disk_serial=disk.serial,
-            image=image,
-            seed=pxe_plan.seed(node, machine.id, machine.primary_mac, _network(spec), key, nonce),
-        )
-        reason = f"provision {node.name}: {image.name} to {disk.name} ({disk.size >> 20} MiB)"
+            reason = f"provision {node.name}: {spec.spec.pxe.installer.flavour} 9 by kickstart"  # type: ignore[union-attr]
+        else:
+            disk = pxe_plan.choose_disk(node.name, machine.facts, node.root_device, image.size)
+            pxe = spec.spec.pxe
+            seed = pxe_plan.seed(
+                node,
+                machine.id,
+                machine.primary_mac,
+                _network(spec),
+                key,
+                secrets.token_hex(4),
+                pxe.apt_proxy if pxe else None,
+            )
+            job = DeploymentJob(node.name, disk.name, disk.size, disk.serial, image, seed)
+            reason = f"provision {node.name}: {image.name} to {disk.name} ({disk.size >> 20} MiB)"
         deployments.start(store, machine.id, spec.name, job, reason)
         say(f"{node.name}: machine {machine.id} ({machine.primary_mac}), {reason}")
         self.boot_for_deploy(spec, node.name, machine.primary_mac, say)
+        return machine.id
 
     def boot_for_deploy(self, spec: ClusterSpec, node: str, mac: str, say: Say) -> None:
         """Make the machine PXE-boot. Without power control a person does it."""
         say(f"{node}: power on or reboot machine {mac} now; it must PXE-boot")
 
     def _wait_deployments(
-        self, store: Store, spec: ClusterSpec, names: list[str], say: Say, timeout: float
+        self, store: Store, spec: ClusterSpec, ids: dict[str, str], say: Say, timeout: float
     ) -> dict[str, Deployment]:
-        if not names:
+        """Wait for the deployments of ``ids`` (node -> machine id) to finish."""
+        if not ids:
             return {}
-        ids = {
-            name: pxe_plan.machine_for(spec.node(name), spec.name, store.list_machines()).id
-            for name in names
-        }
+        names = list(ids)
         done: dict[str, Deployment] = {}
         last_said = 0.0
 
