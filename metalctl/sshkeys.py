@@ -37,3 +37,17 @@ def ensure_ssh_key(home: Path | None = None) -> Path:
 
 def public_key(home: Path | None = None) -> str:
     return ensure_ssh_key(home).with_suffix(".pub").read_text()
+
+
+def ssh_argv(
+    address: str, *command: str, user: str = "root", port: int = 22, key: Path | None = None
+) -> list[str]:
+    """ssh with metalctl's key to a freshly installed machine: batch mode, and no host key
+    pinning (a reinstalled machine has new host keys; provisioning trusts the network)."""
+    return [
+        "ssh", "-i", str(key or ensure_ssh_key()), "-p", str(port),
+        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        "-o", "ConnectTimeout=10",
+        f"{user}@{address}", *command,
+    ]  # fmt: skip

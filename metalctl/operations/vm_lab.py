@@ -30,7 +30,7 @@ from metalctl import lifecycle, provisioners
 from metalctl.errors import ConflictError, HostSetupError, ProvisionError
 from metalctl.paths import ClusterPaths, metalctl_home
 from metalctl.provisioners import vmlab_state
-from metalctl.provisioners.vmlab_state import RUNTIME_ROOT, VmLab, VmRecord
+from metalctl.provisioners.vmlab_state import RUNTIME_ROOT, VmLab, VmRecord, vm_config
 from metalctl.spec import ClusterSpec, parse_spec
 from metalctl.store import Store
 from metalctl.vmlab import network, qemu
@@ -264,13 +264,9 @@ def _log_tail(path: Path) -> str:
     return "it exited: " + " | ".join(lines)
 
 
-def _vm_config(lab: VmLab, vm: VmRecord) -> qemu.VmConfig:
-    return vmlab_state.vm_config(lab, vm)
-
-
 def _ensure_vms(store: Store, lab: VmLab, say: Say) -> None:
     for vm in lab.vms:
-        config = _vm_config(lab, vm)
+        config = vm_config(lab, vm)
         if qemu.is_running(config):
             continue
         config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +291,7 @@ def _wait_discovered(store: Store, lab: VmLab, say: Say, timeout: float) -> dict
         if _boot_serve_pid(lab) is None:
             return "the boot service stopped: " + _log_tail(lab.run_dir / _BOOT_SERVE_LOG)
         for vm in lab.vms:
-            if not qemu.is_running(_vm_config(lab, vm)):
+            if not qemu.is_running(vm_config(lab, vm)):
                 return f"VM {vm.node} is gone; its console: {lab.vm_dir(vm.node) / 'console.log'}"
         return None
 
@@ -320,7 +316,7 @@ def vm_lab_down(store: Store, name: str, say: Say) -> list[str]:
         raise ConflictError(f"VM lab {name} belongs to metalctl home {lab.home}; left alone")
     removed: list[str] = []
     for vm in lab.vms:
-        config = _vm_config(lab, vm)
+        config = vm_config(lab, vm)
         if qemu.is_running(config):
             qemu.stop(config)
             removed.append(f"VM {vm.node}")

@@ -26,7 +26,7 @@ from metalctl.errors import ConflictError, MetalctlError, ProvisionError, WaitTi
 from metalctl.provisioners import pxe_plan
 from metalctl.provisioners.base import Capabilities, PowerAction, Provisioner, Say, ssh_banner
 from metalctl.spec import ClusterSpec, Node
-from metalctl.sshkeys import ensure_ssh_key, public_key
+from metalctl.sshkeys import public_key, ssh_argv
 from metalctl.store import MACHINE_DISCOVERED, MACHINE_ENROLLED, Store
 from metalctl.wait import wait_for
 
@@ -277,32 +277,8 @@ def _timed_out(store: Store, machine_id: str, message: str) -> Deployment:
 
 
 def _ssh_hostname(node: Node) -> str | None:
-    key = ensure_ssh_key()
-    out = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(key),
-            "-p",
-            str(node.ssh.port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=5",
-            f"{node.ssh.user}@{node.address}",
-            "hostname",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    argv = ssh_argv(node.address, "hostname", user=node.ssh.user, port=node.ssh.port)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from metalctl.sshkeys import ssh_argv
 from tests.cli import metalctl
 from tests.e2e.conftest import make_home
 
@@ -27,29 +28,8 @@ pytestmark = pytest.mark.e2e
 
 
 def _ssh(home: Path, address: str, *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(home / "ssh" / "id_ed25519"),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            f"root@{address}",
-            *command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    argv = ssh_argv(address, *command, key=home / "ssh" / "id_ed25519")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture(scope="module")
