@@ -57,6 +57,11 @@ demo-vms: setup
 	$(BIN)/metalctl lab up --name $(DEMO_VMS) --vms 2 --uefi 1
 	$(BIN)/metalctl provision --cluster $(DEMO_VMS)
 	$(BIN)/metalctl machines list
+	$(BIN)/metalctl deploy swarm --cluster $(DEMO_VMS)
+	eval "$$($(BIN)/metalctl swarm env --cluster $(DEMO_VMS))" && docker node ls
+	@echo
+	@echo 'Your turn:  eval "$$(.venv/bin/metalctl swarm env --cluster $(DEMO_VMS))"; docker node ls'
+	@echo 'Clean up:   make demo-vms-down'
 
 demo-vms-down: venv
 	$(BIN)/metalctl lab down --name $(DEMO_VMS)

@@ -1,9 +1,10 @@
 """PXE on QEMU VMs (TCG): discovery, image write and power-on -> ready, median of N runs.
 
-Per run: `lab up --vms 3 --uefi 1` (power-on -> discovered per VM: BIOS and UEFI), then
-`provision` of one node alone (1 VM: power-on -> ready, image write MiB/s), then
-`provision` of all three at once (3 VMs: wall time, aggregate MiB/s, ratio to 1 VM), with
-the boot service's CPU use while the agents stream. Images are cached beforehand (their
+Per run, each on a fresh VM lab: `lab up --vms 1` + `provision` (1 VM: power-on -> ready,
+image write MiB/s), then `lab up --vms 3 --uefi 1` (power-on -> discovered: BIOS and UEFI)
++ `provision` of all three at once (wall time, aggregate MiB/s, ratio to 1 VM), with the
+boot service's CPU use while the agents stream. 'provision' includes the power cycle into
+PXE, the stream, the reboot and the ready check (SSH, cloud-init done). Images are cached beforehand (their
 build time and sizes are printed from the cache records).
 
     .venv/bin/python bench/bench_pxe.py [--runs 3]
@@ -16,6 +17,8 @@ import json
 import os
 import sqlite3
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,27 +59,58 @@ def _write_rate(dep: dict) -> float:
     return int(result["bytes"]) / max(float(result["seconds"]), 0.001) / (1 << 20)
 
 
-def one_run(home: Path, name: str) -> dict[str, float]:
+def _lab(home: Path, name: str, vms: int, uefi: int) -> vmlab_state.VmLab:
+    run(home, "lab", "up", "--name", name, "--vms", str(vms), "--uefi", str(uefi))
+    return vmlab_state.require(name)
+
+
+def _down(home: Path, name: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "metalctl", "lab", "down", "--name", name],
+        env=dict(os.environ, METALCTL_HOME=str(home)),
+        capture_output=True,
+        check=False,
+    )
+
+
+def three_vms(home: Path, name: str) -> dict[str, float]:
+    """Discovery of 2 BIOS + 1 UEFI VMs, then all three provisioned at once."""
+    try:
+        lab = _lab(home, name, 3, 1)
+        figures: dict[str, float] = {}
+        for key, seconds in _discovery_seconds(home, lab).items():
+            kind = "uefi" if "uefi" in key else "bios"
+            figures.setdefault(f"discovered_{kind}", seconds)
+        pid = _boot_serve_pid(lab)
+        cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
+        figures["ready_3vm"] = run(home, "provision", "--cluster", name).seconds
+        cpu = _cpu_seconds(pid) - cpu_before
+        deps = _deployments(home)
+        figures["write_mibs_3vm_aggregate"] = sum(_write_rate(deps[vm.node]) for vm in lab.vms)
+        figures["boot_serve_cpu_pct"] = 100 * cpu / (time.monotonic() - wall_before)
+        return figures
+    finally:
+        _down(home, name)
+
+
+def one_vm(home: Path, name: str) -> dict[str, float]:
+    """One BIOS VM alone: power-on -> ready and its write rate."""
+    try:
+        lab = _lab(home, name, 1, 0)
+        ready = run(home, "provision", "--cluster", name).seconds
+        return {
+            "ready_1vm": ready,
+            "write_mibs_1vm": _write_rate(_deployments(home)[lab.vms[0].node]),
+        }
+    finally:
+        _down(home, name)
+
+
+def one_run(home: Path, index: int) -> dict[str, float]:
     os.environ["METALCTL_HOME"] = str(home)
-    run(home, "lab", "up", "--name", name, "--vms", "3", "--uefi", "1")
-    lab = vmlab_state.require(name)
-    figures = {}
-    for key, seconds in _discovery_seconds(home, lab).items():
-        kind = "uefi" if "uefi" in key else "bios"
-        figures.setdefault(f"discovered_{kind}", seconds)
-    first = lab.vms[0].node
-    single = run(home, "provision", "--cluster", name, first).seconds
-    figures["ready_1vm"] = single
-    figures["write_mibs_1vm"] = _write_rate(_deployments(home)[first])
-    pid = _boot_serve_pid(lab)
-    cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
-    triple = run(home, "provision", "--cluster", name, *(vm.node for vm in lab.vms)).seconds
-    cpu = _cpu_seconds(pid) - cpu_before
-    deps = _deployments(home)
-    figures["ready_3vm"] = triple
-    figures["write_mibs_3vm_aggregate"] = sum(_write_rate(deps[vm.node]) for vm in lab.vms)
-    figures["boot_serve_cpu_pct"] = 100 * cpu / (time.monotonic() - wall_before)
-    run(home, "lab", "down", "--name", name)
+    figures = one_vm(home, f"bpxe1v{index}")
+    figures.update(three_vms(home, f"bpxe3v{index}"))
+    print(f"run {index}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)
     return figures
 
 
@@ -85,7 +119,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     home = private_home()
-    results = [one_run(home, f"bpxe{i}") for i in range(args.runs)]
+    results = [one_run(home, i) for i in range(args.runs)]
     print(f"PXE on QEMU/TCG VMs, median of {args.runs} runs (3 VMs: 2 BIOS, 1 UEFI):")
     for key in results[0]:
         values = [r[key] for r in results]

@@ -146,16 +146,35 @@ Name=en* eth*
 DHCP=yes
 """
 
+# Runs at every boot, after cloud-init made the keys (first boot) and before sshd. A power
+# cut in the first half-minute after first boot leaves the new host keys EMPTY (ext4's
+# delayed allocation had not written them yet) and sshd then refuses to start on every
+# later boot: drop empty keys, make missing ones, and flush them to disk before sshd runs.
+HOSTKEYS_SCRIPT = """\
+#!/bin/sh
+# metalctl: repair SSH host keys (see metalctl-ssh-hostkeys.service).
+for key in /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub; do
+    if [ -e "$key" ] && [ ! -s "$key" ]; then
+        echo "metalctl: removing empty SSH host key $key (power cut after it was made)"
+        rm -f "$key"
+    fi
+done
+for key in /etc/ssh/ssh_host_*_key; do
+    [ -e "$key.pub" ] || rm -f "$key"
+done
+ssh-keygen -A
+sync -f /etc/ssh/sshd_config
+"""
+
 HOSTKEYS_UNIT = """\
 [Unit]
-Description=Generate SSH host keys when cloud-init did not (metalctl)
+Description=Repair or generate SSH host keys before sshd starts (metalctl)
 After=cloud-init.service
 Before=ssh.service
-ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+ExecStart=/bin/sh /usr/local/lib/metalctl/ssh-hostkeys.sh
 
 [Install]
 WantedBy=multi-user.target
@@ -193,6 +212,7 @@ CONFIG_FILES: dict[str, str] = {
     "etc/cloud/cloud.cfg.d/90_metalctl.cfg": CLOUD_CFG,
     "etc/systemd/network/90-metalctl-dhcp.network": DHCP_FALLBACK,
     "etc/systemd/system/metalctl-ssh-hostkeys.service": HOSTKEYS_UNIT,
+    "usr/local/lib/metalctl/ssh-hostkeys.sh": HOSTKEYS_SCRIPT,
     "etc/modprobe.d/metalctl-blacklist.conf": "# probing a floppy costs seconds\nblacklist floppy\n",
     "etc/hostname": "debian\n",
     "etc/hosts": "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",

@@ -182,8 +182,8 @@ class PxeProvisioner:
         )
         name = wait_for(
             functools.partial(_ssh_hostname, node),
-            what=f"node {node.name}: SSH login with metalctl's key",
-            timeout=60.0,
+            what=f"node {node.name}: SSH login with metalctl's key and cloud-init done",
+            timeout=300.0,
             interval=2.0,
         )
         if name != node.name:
@@ -276,9 +276,19 @@ def _timed_out(store: Store, machine_id: str, message: str) -> Deployment:
     return deployments.finish(store, machine_id, ok=False, message=message, result={})
 
 
+# Ready means the first boot's work is done AND on disk: cloud-init writes root's key, the
+# host keys and its own records in the first minute, and ext4 keeps new files in memory for
+# up to 30 s; an operator who power-cycles a "ready" node must not get one whose sshd has
+# empty host keys. An image without cloud-init skips the wait (the ';').
+READY_COMMAND = "cloud-init status --wait >/dev/null 2>&1; sync; hostname"
+
+
 def _ssh_hostname(node: Node) -> str | None:
-    argv = ssh_argv(node.address, "hostname", user=node.ssh.user, port=node.ssh.port)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    argv = ssh_argv(node.address, READY_COMMAND, user=node.ssh.user, port=node.ssh.port)
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
+    except subprocess.TimeoutExpired:
+        return None
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
