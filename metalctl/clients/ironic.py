@@ -143,6 +143,12 @@ class IronicClient:
             raise
         return _node(raw)
 
+    def list_nodes(self) -> list[IronicNode]:
+        """Every node (one paginated list with the state fields): a run with many nodes
+        looks them up once instead of once per node."""
+        with self._errors("list nodes"):
+            return [_node(raw) for raw in self._proxy().nodes(fields=_STATE_FIELDS)]
+
     def node_state(self, ident: str) -> IronicNode:
         with self._errors(f"read node {ident}"):
             return _node(self._proxy().get_node(ident, fields=_STATE_FIELDS))
@@ -197,6 +203,14 @@ class IronicClient:
     def port_macs(self, node_uuid: str) -> set[str]:
         with self._errors(f"list ports of node {node_uuid}"):
             return {p.address for p in self._proxy().ports(node_uuid=node_uuid, fields=["address"])}
+
+    def all_port_macs(self) -> dict[str, set[str]]:
+        """{node uuid: its ports' MACs} of every port (one paginated list)."""
+        found: dict[str, set[str]] = {}
+        with self._errors("list ports"):
+            for port in self._proxy().ports(fields=["address", "node_uuid"]):
+                found.setdefault(str(port.node_id), set()).add(str(port.address))
+        return found
 
     def create_port(self, node_uuid: str, mac: str) -> None:
         with self._errors(f"add port {mac} to node {node_uuid}"):

@@ -71,6 +71,10 @@ class _Run:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: list[str] = field(default_factory=list)
     inspected: set[str] = field(default_factory=set)  # inspect once per run
+    created: set[str] = field(default_factory=set)  # enrolled by this run (driver_info fresh)
+    # Looked up once for the whole run (None: look each node up on its own).
+    known: dict[str, IronicNode] | None = None
+    ports: dict[str, set[str]] | None = None
 
     def abort(self) -> str | None:
         return self.stop_reason[0] if self.stop.is_set() else None
@@ -131,6 +135,9 @@ class IronicProvisioner:
         {node: why} for those that failed. Ironic unreachable stops the queue: nodes not
         started fail with that reason and a re-run resumes them."""
         run = _Run(client_for(spec), spec, options, timeout or STEP_TIMEOUT, say, public_key())
+        if len(names) > 1:  # two list calls instead of two lookups per node
+            run.known = {n.name: n for n in run.client.list_nodes()}
+            run.ports = run.client.all_port_macs()
         failed: dict[str, str] = {}
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, options.parallel), thread_name_prefix="ironic"
@@ -272,7 +279,12 @@ def _step(run: _Run, node: Node, found: IronicNode) -> IronicNode:
 
 def _enrolled(run: _Run, node: Node) -> IronicNode:
     """The node in Ironic (found by name, else created) with a port per MAC."""
-    found = run.client.find_node(node.name)
+    if run.known is not None and run.ports is not None:
+        found = run.known.get(node.name)
+        macs = run.ports.get(found.uuid, set()) if found else set()
+    else:
+        found = run.client.find_node(node.name)
+        macs = run.client.port_macs(found.uuid) if found else set()
     if found is None:
         bmc = _bmc(run.spec, node)
         found = run.client.create_node(
@@ -281,8 +293,9 @@ def _enrolled(run: _Run, node: Node) -> IronicNode:
             _driver_info(node, bmc),
             {str(k): v for k, v in bmc.interfaces.items()},
         )
+        run.created.add(found.uuid)
         run.say(f"{node.name}: enrolled in Ironic ({found.uuid}, {bmc.driver})")
-    missing = sorted(set(node.macs or ()) - run.client.port_macs(found.uuid))
+    missing = sorted(set(node.macs or ()) - macs)
     for mac in missing:
         run.client.create_port(found.uuid, mac)
     return found
@@ -292,7 +305,8 @@ def _verify_bmc(run: _Run, node: Node, found: IronicNode) -> IronicNode:
     """Current credentials to Ironic, its validation of the BMC interfaces, then manage:
     Ironic talks to the BMC (power state). A failure names node, BMC and Ironic's words."""
     bmc = _bmc(run.spec, node)
-    run.client.update_node(found.uuid, driver_info=_driver_info(node, bmc))
+    if found.uuid not in run.created:  # the password file may have changed since
+        run.client.update_node(found.uuid, driver_info=_driver_info(node, bmc))
     where = f"BMC {bmc.driver} {bmc.address or '(fake)'}"
     bad = run.client.validate(found.uuid, BMC_INTERFACES)
     if bad:
