@@ -125,27 +125,43 @@ def power_cmd(
     is_flag=True,
     help="Leave the machine deployed (Ironic: active); only retire the node in metalctl.",
 )
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 100),
+    default=1,
+    metavar="N",
+    help="Free at most N machines at once (ironic).",
+)
 @QUIET_OPTION
 @OUTPUT_OPTION
-def release_cmd(nodes: tuple[str, ...], cluster: str, keep: bool, quiet: bool, output: str) -> None:
+def release_cmd(
+    nodes: tuple[str, ...], cluster: str, keep: bool, parallel: int, quiet: bool, output: str
+) -> None:
     """Retire nodes that are not in the swarm and free their machines.
 
     ironic: the node is marked retired in Ironic and undeployed (Ironic cleans its disk);
     it ends 'manageable' there and 'retired' here. Swarm members are refused: 'metalctl
-    nodes remove' takes them out of the swarm first (and releases them).
+    nodes remove' takes them out of the swarm first (and releases them). A machine that
+    cannot be freed keeps its node's state, with the reason (exit 6); the others go on.
     """
     from metalctl.cli.progress import ConsoleProgress
     from metalctl.clusters import load_cluster
+    from metalctl.errors import ProvisionError
     from metalctl.operations.machines import release
 
     store = Store()
     spec = load_cluster(store, cluster, None)
     progress = ConsoleProgress(quiet=quiet)
     try:
-        results = release(store, spec, nodes, progress.message, keep=keep)
+        results = release(store, spec, nodes, progress.message, keep=keep, parallel=parallel)
     finally:
         progress.stop()
     emit(output, results, _COLUMNS)
+    failed = [r for r in results if r.error]
+    if failed:
+        raise ProvisionError(
+            f"release: {len(failed)} machine(s) not freed: {failed[0].node}: {failed[0].error}"
+        )
 
 
 @click.group("machines")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -126,13 +127,25 @@ RELEASABLE = (lifecycle.READY, lifecycle.FAILED, lifecycle.RETIRED)
 
 
 def release(
-    store: Store, spec: ClusterSpec, names: Sequence[str], say: Say, *, keep: bool = False
+    store: Store,
+    spec: ClusterSpec,
+    names: Sequence[str],
+    say: Say,
+    *,
+    keep: bool = False,
+    parallel: int = 1,
 ) -> list[MachineResult]:
     """Retire nodes that are not in the swarm: the backend frees each machine (ironic:
-    retire and undeploy, which cleans its disk), then the node is 'retired'. ``keep``
-    leaves the machine as it is (deployed) and only retires the node. All nodes are
-    checked before any is touched; swarm members are refused ('nodes remove' them)."""
+    undeploy, which cleans its disk, then retired in Ironic), then the node is 'retired'.
+    ``keep`` leaves the machine as it is (deployed) and only retires the node. All nodes
+    are checked before any is touched; swarm members are refused ('nodes remove' them).
+    ``parallel`` > 1 (backends that take it) frees that many machines at once. A machine
+    that cannot be freed leaves its node as it was, with the reason; the others go on."""
     backend = provisioners.get(spec.spec.provisioner)
+    if parallel > 1 and "parallel" not in backend.capabilities.options:
+        raise UsageError(
+            f"--parallel: provisioner '{backend.name}' of cluster {spec.name} does not take it"
+        )
     records = [store.get_node(spec.name, name) for name in names]
     for record in records:
         if record.state not in RELEASABLE:
@@ -142,17 +155,28 @@ def release(
                 hint="a swarm member leaves with 'metalctl nodes remove' (which releases it); "
                 "a node being provisioned: wait for it, or re-run provision",
             )
+    reason = "released, machine kept" if keep else "released"
     results = []
-    for record in records:
-        if not keep:
-            say(f"{record.name}: releasing its machine ({backend.name})")
-            backend.release(store, spec, record.name)
-        lifecycle.transition(
-            store,
-            spec.name,
-            [record.name],
-            lifecycle.RETIRED,
-            "released, machine kept" if keep else "released",
-        )
-        results.append(MachineResult(record.name, lifecycle.RETIRED))
+
+    def free(name: str) -> str | None:
+        if keep:
+            return None
+        say(f"{name}: releasing its machine ({backend.name})")
+        try:
+            backend.release(store, spec, name)
+        except MetalctlError as exc:
+            say(f"{name}: {exc.message}")
+            return exc.message
+        return None
+
+    # Machines are freed in worker threads; the store is written here, in this thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        for record, error in zip(records, pool.map(free, [r.name for r in records]), strict=True):
+            if error is None:
+                lifecycle.transition(store, spec.name, [record.name], lifecycle.RETIRED, reason)
+            results.append(
+                MachineResult(
+                    record.name, lifecycle.RETIRED if error is None else record.state, error
+                )
+            )
     return results

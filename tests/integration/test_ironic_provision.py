@@ -117,7 +117,9 @@ def test_fifty_nodes_to_active_with_config_drives_rerun_changes_nothing_then_ret
         assert named == [{"node": "n07", "state": "ready", "error": None}]
         assert len(_writes(ironic)) == writes
 
-    released = _json(metalctl("release", *names, "-c", "rack", "-o", "json", home=home))
+    released = _json(
+        metalctl("release", *names, "-c", "rack", "--parallel", "10", "-o", "json", home=home)
+    )
     assert {r["node"]: r["state"] for r in released} == dict.fromkeys(names, "retired")
     assert {n: s for n, (s, _) in _states(home, "rack").items()} == dict.fromkeys(names, "retired")
     seen = _ironic_nodes(ironic)
