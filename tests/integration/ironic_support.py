@@ -188,6 +188,19 @@ class IronicServer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by Ironic's processes (its process group:
+        the master and its worker, which runs the API and the conductor)."""
+        if self.proc is None:
+            return 0.0
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.proc.pid:  # pgrp
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
     def api_calls(self) -> list[tuple[str, str, int]]:
         """(method, path, status) of every API request so far, from Ironic's own log."""
         return [
