@@ -74,6 +74,13 @@ _SERIAL = r"[A-Za-z0-9._:/+-]{1,128}"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _IMAGE_REF = r"[a-z0-9][a-z0-9._-]{0,63}"
 _CIDR = r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+_CLOUD = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_BMC_USER = r"[!-~]{1,64}"
+_BMC_HOST = r"[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?"
+_REDFISH_SYSTEM = r"/redfish/v1/Systems/[A-Za-z0-9._~-]{1,128}"
+_IRONIC_INTERFACE_NAME = r"[a-z][a-z0-9-]{0,63}"
+IRONIC_PROVISIONER = "ironic"
 # Provisioners that install an OS over PXE: their nodes need a machine identity and the
 # spec a pxe: section.
 PXE_PROVISIONERS = ("pxe", "vmlab")
@@ -159,6 +166,26 @@ def _check_url(value: str) -> str:
     )
 
 
+def _check_http_url(value: str) -> str:
+    """An http(s) URL with a host (an Ironic endpoint, an image, a Redfish BMC)."""
+    try:
+        return _check_url(value)
+    except ValueError:
+        raise ValueError(
+            f"{_quote(value)} is not an http:// or https:// URL with a host (printable "
+            "ASCII, no spaces or braces, at most 2048 characters)"
+        ) from None
+
+
+def _check_secret_path(value: str) -> str:
+    if not value.startswith("/") or "\0" in value or len(value) > 4096:
+        raise ValueError(
+            f"{_quote(value)} is not an absolute path; give the absolute path of a 0600 file "
+            "that holds only the password"
+        )
+    return value
+
+
 DnsLabel = Annotated[
     str,
     _matching(_DNS_LABEL, "a lowercase DNS label (a-z, 0-9, '-'; at most 63, no '-' at the ends)"),
@@ -204,6 +231,71 @@ class Node(_Model):
     serial: Annotated[str, _matching(_SERIAL, "an SMBIOS serial number")] | None = None
     uuid: Annotated[str, _matching(_UUID, "an SMBIOS UUID (lowercase)")] | None = None
     root_device: RootDevice | None = Field(None, alias="rootDevice")
+    # Ironic: the node's NICs (its ports), how Ironic reaches its BMC, and an image other
+    # than spec.image.
+    macs: (
+        Annotated[
+            list[Annotated[str, _matching(_MAC, "a MAC like 52:54:00:12:34:56 (lowercase)")]],
+            Field(min_length=1, max_length=16),
+        ]
+        | None
+    ) = None
+    bmc: Bmc | None = None
+    image: Image | None = None
+
+
+class Image(_Model):
+    """An OS image that Ironic writes (whole-disk, raw or qcow2), checked by its SHA-256."""
+
+    url: Annotated[str, AfterValidator(_check_http_url)]
+    sha256: Annotated[str, _matching(_SHA256, "a SHA-256 digest (64 lowercase hex digits)")]
+
+
+IronicInterface = Literal["boot", "deploy", "inspect", "management", "power", "raid", "bios"]
+
+
+class Bmc(_Model):
+    """How Ironic reaches a node's BMC. The password is never in the spec: a 0600 file or an
+    environment variable of the metalctl process, read when Ironic needs it."""
+
+    driver: Literal["redfish", "ipmi", "fake-hardware"]
+    # redfish: the BMC's URL (https://bmc-r1-n1); ipmi: its host or IP (optionally :port).
+    address: str | None = None
+    username: (
+        Annotated[str, _matching(_BMC_USER, "a BMC user name (printable, no spaces)")] | None
+    ) = None
+    password_file: Annotated[str, AfterValidator(_check_secret_path)] | None = Field(
+        None, alias="passwordFile"
+    )
+    password_env: Annotated[str, _matching(_ENV_NAME, "an environment variable name")] | None = (
+        Field(None, alias="passwordEnv")
+    )
+    # redfish: which system of the BMC (needed when it manages more than one).
+    system_id: (
+        Annotated[
+            str, _matching(_REDFISH_SYSTEM, "a Redfish system path like /redfish/v1/Systems/1")
+        ]
+        | None
+    ) = Field(None, alias="systemId")
+    verify_ca: bool = Field(True, alias="verifyCa")
+    # Ironic interfaces other than the hardware type's defaults (deploy: direct, ...).
+    interfaces: Annotated[
+        dict[
+            IronicInterface,
+            Annotated[
+                str, _matching(_IRONIC_INTERFACE_NAME, "an Ironic interface name like direct")
+            ],
+        ],
+        Field(max_length=8),
+    ] = Field(default_factory=dict)
+
+
+class Ironic(_Model):
+    """Which Ironic: an endpoint (standalone Ironic, auth: none) or a clouds.yaml cloud."""
+
+    endpoint: Annotated[str, AfterValidator(_check_http_url)] | None = None
+    auth: Literal["none"] | None = None
+    cloud: Annotated[str, _matching(_CLOUD, "a clouds.yaml cloud name")] | None = None
 
 
 class Installer(_Model):
@@ -269,6 +361,9 @@ class ClusterBody(_Model):
     swarm: Swarm
     consul: Consul
     pxe: Pxe | None = None
+    ironic: Ironic | None = None
+    # The OS image of every node that names none of its own (ironic).
+    image: Image | None = None
 
 
 class ClusterSpec(_Model):
@@ -546,7 +641,93 @@ def check_rules(spec: ClusterSpec) -> list[tuple[str, str]]:
                     f"'{node.name}' is in spec.swarm.managers; remove swarmRole or the listing",
                 )
             )
-    return problems + _check_ports(spec) + _check_pxe(spec)
+    return problems + _check_ports(spec) + _check_pxe(spec) + _check_ironic(spec)
+
+
+def _check_ironic(spec: ClusterSpec) -> list[tuple[str, str]]:
+    """The ironic provisioner: where Ironic is, an image for every node, each node's NICs
+    and BMC; no MAC claimed twice. Other provisioners would silently ignore these fields,
+    so they are refused there."""
+    body = spec.spec
+    if body.provisioner != IRONIC_PROVISIONER:
+        return _ironic_fields_elsewhere(spec)
+    problems: list[tuple[str, str]] = []
+    if body.ironic is None:
+        why = "provisioner 'ironic' needs an ironic: section (endpoint: URL, or cloud: NAME)"
+        problems.append(("spec.ironic", why))
+    else:
+        problems += _check_ironic_section(body.ironic)
+    seen: dict[str, str] = {}
+    for i, node in enumerate(spec.nodes):
+        field = f"spec.nodes.{i}"
+        if body.image is None and node.image is None:
+            why = "no image: give spec.image (url, sha256) or this node's image"
+            problems.append((f"{field}.image", why))
+        if not node.macs:
+            why = "an Ironic node needs macs: (its NICs' MACs; Ironic's ports)"
+            problems.append((f"{field}.macs", why))
+        for j, mac in enumerate(node.macs or []):
+            first = seen.setdefault(mac, f"{field}.macs.{j}")
+            if first != f"{field}.macs.{j}":
+                problems.append((f"{field}.macs.{j}", f"duplicate MAC '{mac}' (also {first})"))
+        if node.bmc is None:
+            why = "an Ironic node needs bmc: (driver: redfish, ipmi or fake-hardware, ...)"
+            problems.append((f"{field}.bmc", why))
+        else:
+            problems += _check_bmc(f"{field}.bmc", node.bmc)
+    return problems
+
+
+def _check_ironic_section(ironic: Ironic) -> list[tuple[str, str]]:
+    if (ironic.endpoint is None) == (ironic.cloud is None):
+        why = "give exactly one of endpoint: URL (with auth: none) or cloud: NAME (clouds.yaml)"
+        return [("spec.ironic", why)]
+    if ironic.cloud is not None and ironic.auth is not None:
+        why = "auth: is for an endpoint; a clouds.yaml cloud carries its own auth"
+        return [("spec.ironic.auth", why)]
+    return []
+
+
+def _check_bmc(field: str, bmc: Bmc) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if bmc.password_file and bmc.password_env:
+        why = "give one of passwordFile or passwordEnv, not both"
+        problems.append((f"{field}.passwordEnv", why))
+    if bmc.driver == "fake-hardware":
+        return problems
+    if bmc.address is None:
+        problems.append((f"{field}.address", f"a {bmc.driver} BMC needs its address"))
+    elif bmc.driver == "redfish":
+        try:
+            _check_http_url(bmc.address)
+        except ValueError as exc:
+            problems.append((f"{field}.address", f"{exc} (a Redfish BMC's URL)"))
+    elif not re.fullmatch(_BMC_HOST, bmc.address):
+        why = f"{_quote(bmc.address)} is not a host name or IP address (an IPMI BMC)"
+        problems.append((f"{field}.address", why))
+    if bmc.username is None:
+        problems.append((f"{field}.username", f"a {bmc.driver} BMC needs a username"))
+    if not (bmc.password_file or bmc.password_env):
+        why = (
+            "give passwordFile: (a 0600 file) or passwordEnv: (a variable name); never the password"
+        )
+        problems.append((f"{field}.passwordFile", why))
+    if bmc.system_id is not None and bmc.driver != "redfish":
+        problems.append((f"{field}.systemId", "only a redfish BMC has systems"))
+    return problems
+
+
+def _ironic_fields_elsewhere(spec: ClusterSpec) -> list[tuple[str, str]]:
+    body, problems = spec.spec, []
+    other = f"provisioner '{body.provisioner}' does not use it (only 'ironic' does)"
+    for name in ("ironic", "image"):
+        if getattr(body, name) is not None:
+            problems.append((f"spec.{name}", other))
+    for i, node in enumerate(spec.nodes):
+        for name in ("macs", "bmc", "image"):
+            if getattr(node, name) is not None:
+                problems.append((f"spec.nodes.{i}.{name}", other))
+    return problems
 
 
 def _check_pxe(spec: ClusterSpec) -> list[tuple[str, str]]:

@@ -20,6 +20,8 @@ def wait_for(
     interval: float = 1.0,
     abort: Callable[[], str | None] | None = None,
     hint: str | None = None,
+    backoff: float = 1.0,
+    max_interval: float | None = None,
 ) -> T:
     """Call ``probe`` until it returns something other than None/False, and return that.
 
@@ -29,11 +31,16 @@ def wait_for(
     out the timeout. Exceptions from ``probe`` count as "not yet" and the last one is
     quoted in the timeout message.
 
+    ``backoff`` > 1 multiplies the pause after every "not yet", up to ``max_interval``:
+    a state that usually changes within a second is seen at once, and one that takes
+    minutes (an Ironic deploy) costs few calls.
+
     The CLI already range-checks every duration; this check is the second line of
     defence, because a NaN deadline never passes (every comparison with NaN is false)
     and an infinite one never ends.
     """
     _check_durations(what, timeout, interval)
+    _check_backoff(what, backoff, max_interval)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -53,6 +60,9 @@ def wait_for(
                 f"timed out after {timeout:.0f}s waiting for {what}{detail}", hint=hint
             )
         time.sleep(interval)
+        interval *= backoff
+        if max_interval is not None:
+            interval = min(interval, max_interval)
 
 
 def _check_durations(what: str, timeout: float, interval: float) -> None:
@@ -66,4 +76,14 @@ def _check_durations(what: str, timeout: float, interval: float) -> None:
         raise UsageError(
             f"waiting for {what}: the poll interval must be a finite number of seconds "
             f">= 0, got {interval}"
+        )
+
+
+def _check_backoff(what: str, backoff: float, max_interval: float | None) -> None:
+    if not (math.isfinite(backoff) and backoff >= 1):
+        raise UsageError(f"waiting for {what}: the backoff factor must be >= 1, got {backoff}")
+    if max_interval is not None and not (math.isfinite(max_interval) and max_interval >= 0):
+        raise UsageError(
+            f"waiting for {what}: the longest pause must be a finite number of seconds "
+            f">= 0, got {max_interval}"
         )

@@ -22,6 +22,9 @@ packages+=(apt-cacher-ng)
 # image tools (the host cannot mount vfat: mtools writes the ESP); zstd, cpio for images.
 packages+=(qemu-system-x86 qemu-utils ovmf ipxe-qemu seabios fdisk dosfstools mtools
   genisoimage zstd cpio e2fsprogs)
+# The Ironic backend's tests (issue 10): Ironic's ipmi driver needs ipmitool to load; its
+# config drives are built with genisoimage (above).
+packages+=(ipmitool)
 missing=()
 for p in "${packages[@]}"; do
   [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
@@ -52,3 +55,7 @@ else
 fi
 
 bash "$(dirname "$0")/fetch-consul.sh"
+
+# A standalone Ironic (+ the baremetal CLI, sushy-tools) in its own cached venv, for the
+# Ironic tests and benchmarks.
+bash "$(dirname "$0")/setup-ironic.sh" >/dev/null

@@ -24,7 +24,7 @@ from metalctl.cli.deploy import deploy_group
 from metalctl.cli.events import events_cmd
 from metalctl.cli.image import image_group
 from metalctl.cli.lab import lab_group
-from metalctl.cli.machines import machines_group, power_cmd, provision_cmd
+from metalctl.cli.machines import machines_group, power_cmd, provision_cmd, release_cmd
 from metalctl.cli.nodes import nodes_group
 from metalctl.cli.swarm import swarm_group
 from metalctl.errors import MetalctlError
@@ -56,6 +56,7 @@ cli.add_command(swarm_group)
 cli.add_command(events_cmd)
 cli.add_command(provision_cmd)
 cli.add_command(power_cmd)
+cli.add_command(release_cmd)
 cli.add_command(machines_group)
 cli.add_command(boot_group)
 cli.add_command(image_group)

@@ -149,6 +149,11 @@ def nodes_add_cmd(
     is_flag=True,
     help="Remove even when Swarm or Consul quorum arithmetic refuses it, or the node is dead.",
 )
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the machine as it is (ironic: deployed, active) instead of releasing it.",
+)
 @seconds_option(
     "--timeout",
     600.0,
@@ -158,13 +163,14 @@ def nodes_add_cmd(
 @QUIET_OPTION
 @OUTPUT_OPTION
 def nodes_remove_cmd(
-    name: str, cluster: str, force: bool, timeout: float, quiet: bool, output: str
+    name: str, cluster: str, force: bool, keep: bool, timeout: float, quiet: bool, output: str
 ) -> None:
     """Remove a node: deregister it from Consul; the controller drains and removes it.
 
     A manager whose removal would break Swarm or Consul quorum (or spend its last spare
     failure: 3 managers -> 2) is refused with the arithmetic, unless --force. The node
-    ends 'retired' in the store; a lab node's container is deleted.
+    ends 'retired' in the store and its machine is released: a lab node's container is
+    deleted, an Ironic node is retired and undeployed (cleaned) unless --keep.
     """
     from metalctl.cli.progress import ConsoleProgress
     from metalctl.clusters import load_cluster
@@ -174,7 +180,9 @@ def nodes_remove_cmd(
     spec = load_cluster(store, cluster, None)
     progress = ConsoleProgress(quiet=quiet)
     try:
-        change = remove_node(store, spec, name, force=force, timeout=timeout, say=progress.message)
+        change = remove_node(
+            store, spec, name, force=force, keep=keep, timeout=timeout, say=progress.message
+        )
     finally:
         progress.stop()
     emit(output, [change], _CHANGE_COLUMNS)

@@ -120,6 +120,7 @@ def remove_node(
     force: bool,
     timeout: float,
     say: Say,
+    keep: bool = False,
 ) -> NodeChange:
     record = store.get_node(spec.name, name)
     if name == spec.spec.swarm.master:
@@ -161,7 +162,8 @@ def remove_node(
             with contextlib.suppress(ClusterAccessError):  # the quorum bypass is one-shot
                 server.kv_delete(force_key)
         server.close()
-    provisioners.get(spec.spec.provisioner).release(store, spec, name)
+    if not keep:
+        provisioners.get(spec.spec.provisioner).release(store, spec, name)
     return NodeChange(spec.name, name, record.role, record.address, lifecycle.RETIRED)
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from metalctl.provisioners.base import Provisioner
 
 BACKENDS: dict[str, str] = {
+    "ironic": "metalctl.provisioners.ironic",
     "lab": "metalctl.provisioners.lab",
     "pxe": "metalctl.provisioners.pxe",
     "static": "metalctl.provisioners.static",

@@ -31,6 +31,29 @@ class Capabilities:
     # provision installs an OS on blank machines (pxe, ironic); otherwise it only checks
     # that machines which already have one are reachable.
     installs_os: bool
+    # provision takes ProvisionOptions (provision_with): a bound on nodes in flight
+    # (--parallel), inspection (--inspect).
+    options: frozenset[str] = frozenset()
+    # A re-run of provision without node names leaves ready nodes alone (their OS is
+    # installed); otherwise it takes them through provisioning again (checks SSH).
+    ready_is_provisioned: bool = False
+
+
+@dataclass(frozen=True)
+class ProvisionOptions:
+    # At most this many nodes in flight; the others wait in a queue.
+    parallel: int = 1
+    # Inspect hardware (Ironic's inspection) before deploying.
+    inspect: bool = False
+
+    def given(self) -> set[str]:
+        """The options that differ from the defaults (a backend must support them)."""
+        default = ProvisionOptions()
+        return {
+            name
+            for name in ("parallel", "inspect")
+            if getattr(self, name) != getattr(default, name)
+        }
 
 
 class Provisioner(Protocol):
@@ -69,6 +92,22 @@ class Provisioner(Protocol):
 
     def release(self, store: Store, spec: ClusterSpec, node: str) -> None:
         """Free a retired node's machine (lab: delete the container; static: nothing)."""
+
+
+class TunableProvisioner(Provisioner, Protocol):
+    """A provisioner whose capabilities list ``options``: provision with them."""
+
+    def provision_with(
+        self,
+        store: Store,
+        spec: ClusterSpec,
+        names: Sequence[str],
+        say: Say,
+        *,
+        options: ProvisionOptions,
+        timeout: float | None = None,
+    ) -> dict[str, str]:
+        """``provision`` with options."""
 
 
 def ssh_banner(address: str, port: int = 22) -> bool:

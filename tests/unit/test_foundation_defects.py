@@ -145,7 +145,10 @@ def test_spec_naming_an_unknown_provisioner_is_refused_naming_the_field(tmp_path
     spec.write_text(GOOD_SPEC.replace("provisioner: static", "provisioner: warewulf"))
     proc = metalctl("swarm", "env", "-f", str(spec), home=home)
     assert proc.returncode == 3, proc.stderr
-    assert "spec.provisioner" in proc.stderr and "known: lab, pxe, static, vmlab" in proc.stderr
+    assert (
+        "spec.provisioner" in proc.stderr
+        and "known: ironic, lab, pxe, static, vmlab" in proc.stderr
+    )
     assert json.loads(metalctl("nodes", "list", "-o", "json", home=home).stdout) == []
 
 

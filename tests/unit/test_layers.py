@@ -33,6 +33,20 @@ def test_deploy_does_not_import_membership() -> None:
             "metalctl.clients.docker",
             ("metalctl.deploy", "metalctl.membership", "metalctl.operations"),
         ),
+        (
+            "metalctl.clients.ironic",
+            (
+                "metalctl.deploy",
+                "metalctl.membership",
+                "metalctl.operations",
+                "metalctl.provisioners",
+            ),
+        ),
+        # Ironic: one backend module behind the provisioner interface, over its client
+        (
+            "metalctl.provisioners.ironic",
+            ("metalctl.deploy", "metalctl.membership", "metalctl.operations", "metalctl.cli"),
+        ),
         # day-2 code may use day-1 code, never the reverse
         ("metalctl.membership.runtime", ("metalctl.deploy", "metalctl.operations", "metalctl.cli")),
         (
