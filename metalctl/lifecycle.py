@@ -33,6 +33,23 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+# A node in these states has no OS known to be in place: provision takes it to ready.
+_BEFORE_READY = (DISCOVERED, PROVISIONING)
+
+
+def not_yet_ready(store: Store, cluster: str) -> list[str]:
+    """Nodes that have not been ready since their provisioning began: discovered,
+    provisioning (a run that stopped), or failed while being provisioned. A node that
+    failed in a deploy or while leaving has its OS, and is not one of them."""
+    failed_from = store.failed_from(cluster)
+    return [
+        n.name
+        for n in store.list_nodes(cluster)
+        if n.state in _BEFORE_READY
+        or (n.state == FAILED and failed_from.get(n.name) in _BEFORE_READY)
+    ]
+
+
 def can_transition(current: str, wanted: str) -> bool:
     return wanted in TRANSITIONS.get(current, frozenset())
 

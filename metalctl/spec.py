@@ -364,6 +364,9 @@ class ClusterBody(_Model):
     ironic: Ironic | None = None
     # The OS image of every node that names none of its own (ironic).
     image: Image | None = None
+    # true: 'deploy' first provisions the nodes not yet ready, through the provisioner
+    # (one command for both). Not given (None) is false, and stays out of the stored spec.
+    provision: bool | None = None
 
 
 class ClusterSpec(_Model):

@@ -326,6 +326,18 @@ class Store:
             )
         return self._node(row)
 
+    def failed_from(self, cluster: str) -> dict[str, str | None]:
+        """{node: the state it failed from} for the cluster's nodes that are 'failed' now
+        (from their last transition into 'failed')."""
+        rows = self._rows(
+            "SELECT e.node, e.from_state FROM events e JOIN nodes n "
+            "ON n.cluster = e.cluster AND n.name = e.node "
+            "WHERE e.cluster = ? AND n.state = 'failed' AND e.to_state = 'failed' "
+            "ORDER BY e.id",
+            (cluster,),
+        )
+        return {r["node"]: r["from_state"] for r in rows}
+
     def _node(self, row: sqlite3.Row) -> NodeRecord:
         facts = {
             r["key"]: json.loads(r["value_json"])

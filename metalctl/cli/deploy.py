@@ -111,17 +111,20 @@ def deploy_swarm_cmd(
 
     Roles, in order: ready_state, docker, consul, swarm. Re-running is idempotent
     (changed=0 on every host). Each run's Ansible artifacts are kept under
-    $METALCTL_HOME/clusters/NAME/runs/.
+    $METALCTL_HOME/clusters/NAME/runs/. A spec with 'provision: true' first provisions
+    the nodes not yet ready, through its provisioner (as 'metalctl provision' would).
     """
     # Imported here, not at the top: they pull in ansible-runner and the Docker SDK, which
     # would slow every other command (and --help) down.
     from metalctl.deploy.apply import DeployOptions, deploy
+    from metalctl.operations.machines import provision_unready
     from metalctl.store import Store
 
     store = Store()
     spec = cluster_from_options(store, cluster, spec_file, replace)
     progress = ConsoleProgress(quiet=quiet)
     try:
+        provision_unready(store, spec, progress.message)
         result = deploy(
             store,
             spec,

@@ -136,7 +136,9 @@ def _check_states(ctx: _Ctx) -> None:
         if node.name in names and node.state not in DEPLOYABLE:
             raise ConflictError(
                 f"node {node.name} is '{node.state}', not ready for a deploy",
-                hint="only ready, active or failed nodes can be deployed",
+                hint="only ready, active or failed nodes can be deployed: "
+                f"'metalctl provision -c {ctx.spec.name}' first, or 'provision: true' in "
+                "the spec",
             )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from metalctl import lifecycle, provisioners
-from metalctl.errors import ConflictError, MetalctlError, UsageError
+from metalctl.errors import ConflictError, MetalctlError, ProvisionError, UsageError
 from metalctl.provisioners.base import (
     PowerAction,
     Provisioner,
@@ -68,6 +68,26 @@ def provision(
     for batch in batches:
         if batch:
             results += _provision_batch(store, spec, backend, batch, say, timeout, options)
+    return results
+
+
+def provision_unready(store: Store, spec: ClusterSpec, say: Say) -> list[MachineResult]:
+    """Before a deploy of a spec that says ``provision: true``: the nodes not yet ready
+    (lifecycle.not_yet_ready) through the cluster's provisioner, with its defaults.
+    Raises ProvisionError naming those that failed: the deploy must not start."""
+    names = lifecycle.not_yet_ready(store, spec.name) if spec.spec.provision else []
+    if not names:
+        return []
+    say(f"provision: true: provisioning {', '.join(names)} first")
+    results = provision(store, spec, names, say)
+    failed = [r for r in results if r.state == lifecycle.FAILED]
+    if failed:
+        raise ProvisionError(
+            f"provision before deploy: {len(failed)} node(s) failed: "
+            + "; ".join(f"{r.node}: {r.error}" for r in failed[:5]),
+            hint=f"'metalctl nodes show NODE -c {spec.name}' has the reason; fix it and "
+            "re-run (ready nodes are not provisioned again)",
+        )
     return results
 
 
