@@ -2,10 +2,11 @@
 
     metalctl lab up --name L --nodes 2 --managers 1   the machines' installed OS (stand-ins)
     a standalone Ironic on loopback (fake-hardware)   the BMCs and the deploy (stand-ins)
-    metalctl provision -f rack.yaml                   Ironic: enroll, manage, provide, deploy
-                                                      with a config drive -> active; then SSH
-                                                      at each node's address: ready
-    metalctl deploy swarm --cluster R                 the roles, over SSH with metalctl's key
+    metalctl deploy swarm -f rack.yaml                the spec says provision: true, so first
+                                                      Ironic: enroll, manage, provide, deploy
+                                                      with a config drive -> active; SSH at
+                                                      each node's address: ready; then the
+                                                      roles, over SSH with metalctl's key
     docker node ls (mutual TLS, swarm env)            every node Ready
 
 Fake-hardware deploys nothing, so what answers at a node's address is a lab container: a
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cli import metalctl
 from tests.e2e.conftest import Lab, lab_objects, make_home
@@ -71,20 +73,35 @@ def _ironic_nodes(server: IronicServer) -> dict[str, tuple[str, dict[str, object
     return {name: (state, json.loads(info or "{}")) for name, state, info in rows}
 
 
-def test_ironic_deploys_lab_machines_then_swarm_lists_them_ready(
+def _states_seen(home: Path, cluster: str) -> dict[str, list[str]]:
+    """{node: every state it entered, in order}, from metalctl's event log."""
+    out = metalctl("events", "-c", cluster, "-o", "json", home=home)
+    assert out.returncode == 0, out.stderr
+    seen: dict[str, list[str]] = {}
+    for event in json.loads(out.stdout):
+        if event["node"] and event["to_state"]:
+            seen.setdefault(event["node"], []).append(event["to_state"])
+    return seen
+
+
+def test_one_deploy_takes_ironic_nodes_from_enrollment_to_a_ready_swarm(
     installed_os: tuple[Path, str, list[dict[str, str]]], ironic: IronicServer, tmp_path: Path
 ) -> None:
     home, lab, machines = installed_os
     rack = f"{lab}-rack"
     names = [m["name"] for m in machines]
     nodes = [fake_node(i, m["address"], 22, name=m["name"]) for i, m in enumerate(machines, 1)]
+    body = yaml.safe_load(ironic_spec(rack, ironic.url, nodes))  # master: the first node
+    body["spec"]["provision"] = True  # deploy provisions the nodes not yet ready first
     spec = tmp_path / "rack.yaml"
-    spec.write_text(ironic_spec(rack, ironic.url, nodes))  # master: the first node
+    spec.write_text(yaml.safe_dump(body, sort_keys=False))
     assert _ironic_nodes(ironic) == {}
 
-    done = metalctl("provision", "-f", str(spec), "--parallel", str(NODES), "-o", "json", home=home)
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    assert {r["node"]: r["state"] for r in json.loads(done.stdout)} == dict.fromkeys(names, "ready")
+    deploy = metalctl("deploy", "swarm", "-f", str(spec), "-o", "json", home=home, timeout=1800)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr[-4000:]
+
+    # Provisioned through Ironic (enrolled, deployed with a config drive: active), ready
+    # once SSH answered at the machine's address, and only then deployed.
     key = (home / "ssh" / "id_ed25519.pub").read_text().strip()
     seen = _ironic_nodes(ironic)
     assert {n: s for n, (s, _) in seen.items()} == dict.fromkeys(names, "active")
@@ -94,15 +111,9 @@ def test_ironic_deploys_lab_machines_then_swarm_lists_them_ready(
         assert drive["meta_data"]["hostname"] == name
         assert drive["meta_data"]["public_keys"] == {"metalctl": key}
     for m in machines:
-        assert f"{m['name']}: active; waiting for SSH on {m['address']}:22" in done.stderr
-
-    deploy = metalctl("deploy", "swarm", "--cluster", rack, "-q", "-o", "json", home=home,
-                      timeout=1800)  # fmt: skip
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr[-4000:]
-    listed = metalctl("nodes", "list", "-c", rack, "-o", "json", home=home)
-    assert {n["name"]: n["state"] for n in json.loads(listed.stdout)} == dict.fromkeys(
-        names, "active"
-    )
+        assert f"{m['name']}: active; waiting for SSH on {m['address']}:22" in deploy.stderr
+    way = ["discovered", "provisioning", "ready", "deploying", "active"]
+    assert _states_seen(home, rack) == {name: way for name in names}
 
     swarm = Lab(rack, home, dict(os.environ, METALCTL_HOME=str(home)), {})
     ls = swarm.docker_cli("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}")
