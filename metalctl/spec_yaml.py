@@ -96,10 +96,7 @@ class _SpecLoader(Composer, _Events, SafeConstructor, Resolver):
 
     def _spend(self, values: int, height: int, mark: _Mark | None) -> None:
         if self._depth + height > MAX_DEPTH:
-            raise LoadError(
-                f"YAML nested more than {MAX_DEPTH} levels deep at {at(mark)}; "
-                "a cluster spec needs 6"
-            )
+            raise _too_deep(mark)
         self._values += values
         if self._values > MAX_VALUES:
             raise LoadError(
@@ -142,10 +139,22 @@ def _children(node: YamlNode) -> list[YamlNode]:
     return []
 
 
+def _too_deep(mark: _Mark | None) -> LoadError:
+    return LoadError(
+        f"YAML nested more than {MAX_DEPTH} levels deep at {at(mark)}; a cluster spec needs 6"
+    )
+
+
 def read_yaml(text: str) -> Any:
     """The document in ``text``; LoadError or another yaml.YAMLError when refused."""
     loader = _SpecLoader(text)  # the pure-Python reader already checks characters here
     try:
         return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        # libyaml >= 0.2.5 has a nesting limit of its own, which its scanner can meet
+        # before the composer counts levels (it scans a run of '[' ahead): same refusal.
+        if "maximum nesting depth" in str(exc.problem):
+            raise _too_deep(exc.problem_mark) from exc
+        raise
     finally:
         loader.dispose()
