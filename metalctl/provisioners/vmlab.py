@@ -9,7 +9,8 @@ from metalctl.provisioners.pxe import PxeProvisioner
 from metalctl.provisioners.vmlab_state import require, vm_config
 from metalctl.spec import ClusterSpec
 from metalctl.store import Store
-from metalctl.vmlab import qemu, qmp
+from metalctl.vmlab import qemu
+from metalctl.vmlab.power import power as vm_power
 
 
 class VmLabProvisioner(PxeProvisioner):
@@ -29,14 +30,13 @@ class VmLabProvisioner(PxeProvisioner):
             qemu.create_disk(config.disk, config.disk_size)
             qemu.start(config)
             return
-        sock = lab.qmp_socket(node)
-        # Off (the discovery agent powered it off): power on. On: reset, so it PXE-boots now.
-        action: PowerAction = "on" if qmp.power_state(sock) == "off" else "cycle"
-        say(f"{node}: power {action} (QMP) so that it PXE-boots")
-        qmp.power(sock, action)
+        # Off (the discovery agent powered it off) or on: a fresh power-on PXE-boots it.
+        say(f"{node}: power cycle so that it PXE-boots")
+        vm_power(vm_config(lab, vm), "cycle")
 
     def power(self, spec: ClusterSpec, node: str, action: PowerAction) -> None:
-        qmp.power(require(spec.name).qmp_socket(node), action)
+        lab = require(spec.name)
+        vm_power(vm_config(lab, lab.vm(node)), action)
 
     def release(self, store: Store, spec: ClusterSpec, node: str) -> None:
         """The VM stays until 'lab down' (its disk is rewritten by the next provision)."""

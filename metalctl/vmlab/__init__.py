@@ -1,5 +1,6 @@
 """The QEMU side of the VM lab: a bridge and taps per cluster (``network``), VMs that PXE-boot
-like rack servers (``qemu``), and their power control over QMP (``qmp``).
+like rack servers (``qemu``), and their power control
+(``power``: QMP for off, a fresh QEMU process for on).
 
 No CLI here: ``metalctl lab up --vms K`` and the ``pxe`` provisioner build on these.
 Needs root, iproute2, iptables, qemu-system-x86, qemu-utils, ovmf, ipxe-qemu, seabios.
@@ -15,6 +16,7 @@ from metalctl.vmlab.network import (
     remove,
     tap_name,
 )
+from metalctl.vmlab.power import power, power_state
 from metalctl.vmlab.qemu import (
     VmConfig,
     console_problems,
@@ -25,7 +27,7 @@ from metalctl.vmlab.qemu import (
     start,
     stop,
 )
-from metalctl.vmlab.qmp import QmpClient, power, power_state
+from metalctl.vmlab.qmp import QmpClient
 
 __all__ = [
     "Bridge",

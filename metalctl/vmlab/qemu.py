@@ -249,7 +249,9 @@ def qemu_argv(config: VmConfig, accel: str) -> list[str]:
         "-nodefaults", "-display", "none", "-no-shutdown",
         "-daemonize", "-pidfile", str(c.pid_path),
         "-qmp", f"unix:{c.qmp_path},server=on,wait=off",
-        "-serial", f"file:{c.console_path}",
+        # append: a power cycle (a new process) keeps the earlier boots' console.
+        "-chardev", f"file,id=console,path={c.console_path},append=on",
+        "-serial", "chardev:console",
         "-netdev", f"tap,id=net0,ifname={c.tap},script=no,downscript=no",
     ]  # fmt: skip
     # BIOS: network first, every boot (the boot service answers "boot your disk" with

@@ -5,13 +5,10 @@ QEMU serves one QMP client at a time: each call here connects, negotiates
 (``{"event": ...}``) arriving between a command and its answer are skipped.
 
 The VMs run with ``-no-shutdown``: a guest ``poweroff`` leaves QEMU alive in state
-``shutdown``. Power is modelled like a server's BMC:
-
-- ``on``: the VM runs (status ``running``); anything else (``paused``, ``shutdown``,
-  ``prelaunch``, ``internal-error``, ...) is ``off``;
-- power off: ``stop`` + ``system_reset`` (the machine is held in reset, status ``prelaunch``);
-- power on: ``system_reset`` + ``cont`` (a fresh boot; nothing if it already runs);
-- power cycle: off, then on (always a fresh boot).
+``shutdown``. ``on`` is status ``running``; anything else (``paused``, ``shutdown``,
+``prelaunch``, ``internal-error``, ...) is ``off``. Powering off holds the machine in reset
+(``stop`` + ``system_reset``: status ``prelaunch``); powering on is a fresh QEMU process
+(``vmlab.power`` says why).
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from metalctl.errors import ProvisionError, UsageError, WaitTimeout
+from metalctl.errors import ProvisionError, WaitTimeout
 
 PowerState = Literal["on", "off"]
 PowerAction = Literal["on", "off", "cycle"]
@@ -166,31 +163,10 @@ def power_state(sock: Path | str, *, vm: str | None = None) -> PowerState:
         return _state_of(qmp.status())
 
 
-def power(sock: Path | str, action: PowerAction, *, vm: str | None = None) -> PowerState:
-    """Power the VM ``on``, ``off`` or ``cycle`` it; returns the state reached (checked)."""
-    if action not in ("on", "off", "cycle"):
-        raise UsageError(f"power action must be on, off or cycle, not {action!r}")
+def hold_in_reset(sock: Path | str, *, vm: str | None = None) -> None:
+    """Power off: the machine stops and is held in reset (status ``prelaunch``)."""
     with QmpClient(sock, vm=vm) as qmp:
-        if action in ("off", "cycle"):
-            _off(qmp)
-        if action in ("on", "cycle"):
-            _on(qmp)
-        return _state_of(qmp.status())
-
-
-def _off(qmp: QmpClient) -> None:
-    qmp.execute("stop")
-    qmp.execute("system_reset")
-    # The reset is carried out by QEMU's main loop, after the command returns.
-    qmp.wait_status({"prelaunch"})
-
-
-def _on(qmp: QmpClient) -> None:
-    status = qmp.status()
-    if status == "running":
-        return
-    if status != "prelaunch":  # shutdown (guest poweroff), paused, an error state
+        qmp.execute("stop")
         qmp.execute("system_reset")
-        qmp.wait_status({"prelaunch", "running"})
-    qmp.execute("cont")
-    qmp.wait_status({"running"})
+        # The reset is carried out by QEMU's main loop, after the command returns.
+        qmp.wait_status({"prelaunch"})

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from metalctl.errors import WaitTimeout
 from metalctl.sshkeys import ssh_argv
 from metalctl.wait import wait_for
 from tests.cli import metalctl
@@ -50,6 +51,18 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     finally:
         down = metalctl("lab", "down", "--name", name, home=home, timeout=300)
         assert down.returncode == 0, down.stderr
+
+
+def _console_tail(home: Path, cluster: str, node: str, lines: int = 60) -> str:
+    """The VM's serial console, last lines: what a failed boot printed (in CI, the only trace
+    left once the lab is torn down)."""
+    try:
+        record = json.loads((home / "clusters" / cluster / "vmlab.json").read_text())
+        console = Path(record["runtime"]) / "vms" / node / "console.log"
+        text = console.read_bytes()[-(64 << 10) :].decode(errors="replace")
+    except (OSError, ValueError, KeyError) as exc:
+        return f"(no console log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _machines(home: Path) -> dict[str, dict]:
@@ -113,7 +126,11 @@ def test_power_cycle_right_after_ready_boots_the_disk_again(
         now = _ssh(home, target["address"], "cat /proc/sys/kernel/random/boot_id")
         return now.returncode == 0 and now.stdout != boot_id
 
-    wait_for(booted_again, what=f"{target['name']} to boot its disk again", timeout=400, interval=3)
+    try:
+        wait_for(booted_again, what=f"{target['name']} to boot its disk again", timeout=600,
+                 interval=3)  # fmt: skip
+    except WaitTimeout as exc:
+        pytest.fail(f"{exc}\nconsole:\n{_console_tail(home, name, target['name'])}")
     again = _ssh(home, target["address"], "hostname; systemctl is-active ssh")
     assert again.stdout.split() == [target["name"], "active"], again.stdout + again.stderr
     assert _machines(home)[target["mac"]]["state"] == "provisioned"

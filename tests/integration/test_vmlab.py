@@ -33,8 +33,10 @@ import pytest
 
 from metalctl.boot.dnsmasq_process import end_process
 from metalctl.vmlab import network, qemu
+from metalctl.vmlab.power import power as vm_power
+from metalctl.vmlab.power import power_state as vm_power_state
 from metalctl.vmlab.qemu import VmConfig
-from metalctl.vmlab.qmp import QmpClient, power, power_state
+from metalctl.vmlab.qmp import QmpClient, power_state
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 TOOLS = ("ip", "iptables", "dnsmasq", "qemu-system-x86_64", "qemu-img")
@@ -283,28 +285,36 @@ def test_bios_and_uefi_vms_pxe_boot_to_ipxe_and_obey_power(lab: Lab, serve: list
     assert not re.search(r"sent size:\s+4 option:\s+3 router", dnsmasq_log)
     assert not re.search(r"option:\s+3 router\s+\d", dnsmasq_log)
 
-    # Power, over QMP.
+    # Power: off holds the machine in reset (QEMU stays); on and cycle are a cold start.
+    consoles = {vm.name: vm.console_path.read_bytes() for vm in (bios, uefi)}
     for vm in (bios, uefi):
-        sock = vm.qmp_path
-        assert power_state(sock, vm=vm.name) == "on"
-        assert power(sock, "off", vm=vm.name) == "off"
-        assert power_state(sock, vm=vm.name) == "off"
-        assert power(sock, "off", vm=vm.name) == "off"  # again: still off
-        assert power(sock, "on", vm=vm.name) == "on"
-        assert power_state(sock, vm=vm.name) == "on"
-        assert power(sock, "cycle", vm=vm.name) == "on"
-        assert power_state(sock, vm=vm.name) == "on"
-        with QmpClient(sock, vm=vm.name) as qmp:
+        assert vm_power_state(vm) == "on"
+        first_pid = qemu._pid(vm)
+        assert vm_power(vm, "off") == "off"
+        assert vm_power_state(vm) == "off"
+        assert qemu.is_running(vm)  # held in reset, not gone: 'lab up' leaves it alone
+        assert vm_power(vm, "off") == "off"  # again: still off
+        assert vm_power(vm, "on") == "on"
+        assert qemu._pid(vm) != first_pid  # a fresh process: RAM cleared, firmware cold
+        on_pid = qemu._pid(vm)
+        assert vm_power(vm, "on") == "on"  # on again: left running
+        assert qemu._pid(vm) == on_pid
+        assert vm_power(vm, "cycle") == "on"
+        assert qemu._pid(vm) != on_pid
+        with QmpClient(vm.qmp_path, vm=vm.name) as qmp:
             assert qmp.status() == "running"
             smbios_uuid = qmp.execute("query-uuid")["UUID"]
         assert smbios_uuid == vm.uuid
+    # The console keeps the earlier boots: the process is new, its log is appended to.
+    for vm in (bios, uefi):
+        assert vm.console_path.read_bytes().startswith(consoles[vm.name])
 
-    # Paused (as after a "stop") counts as off; on resets it and runs it.
+    # Paused (as after a "stop") counts as off; on starts it again.
     with QmpClient(bios.qmp_path, vm=bios.name) as qmp:
         qmp.execute("stop")
         assert qmp.status() == "paused"
-    assert power_state(bios.qmp_path) == "off"
-    assert power(bios.qmp_path, "on") == "on"
+    assert vm_power_state(bios) == "off"
+    assert vm_power(bios, "on") == "on"
 
     # Errors name the VM once QEMU is gone.
     assert qemu.stop(uefi)
