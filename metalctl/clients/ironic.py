@@ -5,6 +5,7 @@ Only what the ironic provisioner needs. Every call returns plain values or ``Iro
 every failure leaves as a MetalctlError subclass carrying Ironic's own words:
 
     Ironic not reachable (connection refused, no version document)  IronicUnreachableError (6)
+    a cloud that no clouds.yaml has (or that it gets wrong)           HostSetupError (6)
     409, or 400 "can not be performed ... while it is in state"      IronicConflictError (5)
     any other refusal of the API                                     IronicApiError (6)
 
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from metalctl.errors import ClusterAccessError, ConflictError, MetalctlError
+from metalctl.errors import ClusterAccessError, ConflictError, HostSetupError, MetalctlError
 
 # What a node's state poll asks for: one small GET (fields=...) instead of the whole node.
 _STATE_FIELDS = (
@@ -95,11 +96,24 @@ class IronicClient:
             self._local.proxy = proxy
         return proxy
 
+    def _common(self) -> dict[str, Any]:
+        # 409 (node locked by a conductor) and 503 are retried by the proxy itself.
+        return {"api_timeout": self._timeout, "baremetal_status_code_retries": 5}
+
+    def check_config(self) -> None:
+        """A cloud target: its clouds.yaml entry exists and is usable (read locally,
+        Ironic is not contacted). Raises HostSetupError naming the cloud."""
+        if self.target.endpoint:
+            return
+        import openstack.config
+
+        with self._errors("read clouds.yaml"):
+            openstack.config.get_cloud_region(cloud=self.target.cloud, **self._common())
+
     def _connect(self) -> Any:
         import openstack  # slow to import: only when a cluster uses Ironic
 
-        # 409 (node locked by a conductor) and 503 are retried by the proxy itself.
-        common: dict[str, Any] = {"api_timeout": self._timeout, "baremetal_status_code_retries": 5}
+        common = self._common()
         with self._errors("connect"):
             if self.target.endpoint:
                 return openstack.connect(
@@ -126,8 +140,13 @@ class IronicClient:
             ) from exc
         except sdk.HttpException as exc:
             raise _refusal(what, exc) from exc
-        except sdk.ConfigException as exc:
-            raise IronicApiError(f"{self.target.describe()}: {exc}") from exc
+        except (sdk.ConfigException, ksa.AuthPluginException) as exc:
+            # A cloud no clouds.yaml has, an unknown auth_type or one missing its options.
+            raise HostSetupError(
+                f"{self.target.describe()}: {exc}",
+                hint="clouds.yaml is read from $OS_CLIENT_CONFIG_FILE, ./clouds.yaml, "
+                "~/.config/openstack/clouds.yaml or /etc/openstack/clouds.yaml",
+            ) from exc
 
     # -- nodes ------------------------------------------------------------------------
 

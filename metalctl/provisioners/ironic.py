@@ -103,7 +103,9 @@ class IronicProvisioner:
     def enroll(
         self, store: Store, spec: ClusterSpec, reason: str, *, replace: bool = False
     ) -> None:
-        """Nodes start 'discovered'; Ironic learns of them at provision (or power)."""
+        """Nodes start 'discovered'; Ironic learns of them at provision (or power). A
+        clouds.yaml cloud that cannot be used is refused before anything is stored."""
+        client_for(spec).check_config()
         lifecycle.register_cluster(
             store, spec, initial_state=lifecycle.DISCOVERED, reason=reason, replace=replace
         )
