@@ -1,24 +1,18 @@
 """Two options of the ironic provisioner against a real standalone Ironic (fake-hardware):
-`release --keep` / `nodes remove --keep` (the machine stays deployed, only metalctl retires
-the node) against the plain forms (Ironic undeploys it), and `ironic: {cloud: NAME}`
+
+
 (a clouds.yaml cloud instead of an endpoint). The deployed "OS" of each node is the SSH
 banner stand-in of tests/integration/ssh_standin.py."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from metalctl import lifecycle
-from metalctl.operations import nodes as nodes_ops
-from metalctl.store import Store
 from tests.cli import metalctl
 from tests.integration.ironic_support import (
     IronicServer,
@@ -110,73 +104,6 @@ def test_release_keep_leaves_the_machine_active_and_release_undeploys_it(
 
 
 # -- nodes remove --keep -----------------------------------------------------------------
-
-
-class SwarmLeaveStandIn:
-    """Stands in for the Consul and Swarm side of `nodes remove` (a real swarm is the e2e
-    tests' job; tests/integration/test_membership_consul.py covers the controller): the
-    node's agent leaves at once and the controller has removed it from the swarm. Only
-    the Ironic side, the one under test here, is real."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.deregistered: list[str] = []
-        self.revoked: list[str] = []
-        server = SimpleNamespace(
-            kv_put=lambda *a: None, kv_delete=lambda *a: None, close=lambda: None
-        )
-        monkeypatch.setattr(nodes_ops, "consul_server_api", lambda *a, **k: server)
-        monkeypatch.setattr(nodes_ops, "_check_quorum", lambda *a: None)
-        monkeypatch.setattr(
-            nodes_ops, "controller_status", lambda *a: SimpleNamespace(leader="stand-in")
-        )
-        monkeypatch.setattr(
-            nodes_ops, "_deregister", lambda _s, _p, _c, name, *a: self.deregistered.append(name)
-        )
-        monkeypatch.setattr(nodes_ops, "_gone_from_swarm", lambda spec, name: True)
-        monkeypatch.setattr(
-            nodes_ops, "_revoke_consul_token", lambda _s, _p, name: self.revoked.append(name)
-        )
-
-
-def test_nodes_remove_keep_leaves_the_machine_active_and_remove_undeploys_it(
-    ironic: IronicServer, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = tmp_path / "rack.yaml"
-    with ssh_standins(3) as standins:
-        nodes = [
-            fake_node(i, a, standins.port, name=f"rm{i}")
-            for i, a in enumerate(standins.addresses, start=31)
-        ]
-        names = [str(n["name"]) for n in nodes]
-        spec.write_text(ironic_spec("rem", ironic.url, nodes))
-        _provision(home, spec, names)
-    first, kept, freed = names  # the first is the master: never removed
-    store = Store()
-    try:  # stand-in for `deploy swarm` and the controller's join: the nodes are members
-        for state in (lifecycle.DEPLOYING, lifecycle.ACTIVE):
-            lifecycle.transition(store, "rem", names, state, "test: stands in for deploy")
-    finally:
-        store.close()
-    swarm = SwarmLeaveStandIn(monkeypatch)
-    from metalctl.cli import cli
-
-    before = len(_writes(ironic))
-    keep = CliRunner().invoke(cli, ["nodes", "remove", kept, "-c", "rem", "--keep", "-o", "json"])
-    assert keep.exit_code == 0, keep.output
-    assert json.loads(keep.stdout)[0]["state"] == "retired"
-    assert swarm.deregistered == swarm.revoked == [kept]  # the real path was taken
-    assert _writes_to(ironic, _idents(ironic, [kept]), before) == []
-    assert _ironic_view(ironic, [kept]) == {kept: ("active", False)}
-
-    plain = CliRunner().invoke(cli, ["nodes", "remove", freed, "-c", "rem", "-o", "json"])
-    assert plain.exit_code == 0, plain.output
-    assert swarm.deregistered == [kept, freed]
-    assert _ironic_view(ironic, [freed]) == {freed: ("manageable", True)}
-
-    assert {n: s for n, (s, _) in _states(home, "rem").items()} == {
-        first: "active", kept: "retired", freed: "retired",
-    }  # fmt: skip
-    assert _ironic_view(ironic, [first, kept]) == dict.fromkeys([first, kept], ("active", False))
 
 
 # -- ironic: {cloud: NAME} ---------------------------------------------------------------
