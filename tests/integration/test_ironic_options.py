@@ -1,6 +1,6 @@
 """Two options of the ironic provisioner against a real standalone Ironic (fake-hardware):
-
-
+`release --keep` (the machine stays deployed, only metalctl retires the node) against the
+plain form (Ironic undeploys it), and `ironic: {cloud: NAME}`
 (a clouds.yaml cloud instead of an endpoint). The deployed "OS" of each node is the SSH
 banner stand-in of tests/integration/ssh_standin.py."""
 
