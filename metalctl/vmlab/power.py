@@ -6,10 +6,10 @@ boot of a machine whose power came back, RAM cleared, firmware from its first in
 ``on`` does nothing to a VM that runs.
 
 Why not QMP ``system_reset`` for ``on``: after a Debian guest had run, a warm reset under
-TCG left OVMF silent for 6-155 s before its first output, and the guest reached systemd
-30-167 s after the reset; a fresh process: first output at 3 s and systemd at 15 s, every
-time (measured on the build machine, OVMF 2022.11, QEMU 7.2). One such stall ran past a
-400 s wait in CI.
+TCG left OVMF silent for 3-155 s before its first output, and the guest reached systemd
+15-167 s after the reset; a fresh process: first output at 3-5 s and systemd at 15-20 s,
+every time (OVMF 2022.11, QEMU 7.2; ``bench/bench_vm_power.py``). One warm stall ran past
+a 400 s wait in CI.
 """
 
 from __future__ import annotations
