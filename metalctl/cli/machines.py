@@ -106,7 +106,8 @@ def power_cmd(
 
     Only provisioners with power control (lab, vmlab, ironic: through the node's BMC;
     Ironic enrolls a node it does not know yet and checks its BMC first); static and pxe
-    machines are refused.
+    machines are refused. vmlab: off holds the VM in reset; on and cycle start a fresh
+    QEMU process, a cold boot as after a power cut (its console log keeps every boot).
     """
     from metalctl.clusters import load_cluster
     from metalctl.operations.machines import power
