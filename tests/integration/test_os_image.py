@@ -128,6 +128,19 @@ def ssh(
     )
 
 
+def ssh_retrying(
+    port: int, key: Path, command: str, within: float
+) -> subprocess.CompletedProcess[str]:
+    """ssh, retried while ssh itself fails (exit 255: refused, reset, key not there yet),
+    for at most `within` seconds; the last result is returned either way."""
+    deadline = time.monotonic() + within
+    while True:
+        done = ssh(port, key, command)
+        if done.returncode != 255 or time.monotonic() > deadline:
+            return done
+        time.sleep(3)
+
+
 CHECKS = {
     "hostname": "hostname",
     "firmware": "test -d /sys/firmware/efi && echo uefi || echo bios",
@@ -203,16 +216,15 @@ def boot_and_check(mode: str, backing: Path, folder: Path) -> Boot:
         seconds = time.monotonic() - started
         text = console.read_text(errors="replace") if console.exists() else ""
         assert up, f"{mode}: no SSH banner in {BANNER_TIMEOUT:.0f}s; console tail:\n{text[-3000:]}"
+        # Root's key lands with cloud-init, and cloud-init's config stage restarts sshd
+        # (ssh_pwauth) after sshd first answers: CI once saw every check after the first
+        # fail with "kex_exchange_identification: Connection reset". So wait for cloud-init
+        # to finish first, then run the checks; ssh's own failures (exit 255) are retried.
+        settled = ssh_retrying(port, key, "cloud-init status --wait >/dev/null; true", 240)
+        assert settled.returncode == 0, f"{mode}: ssh failed: {settled.stderr}"
         output: dict[str, str] = {}
-        deadline = time.monotonic() + 90  # root's key lands with cloud-init, around sshd's start
-        while True:
-            first = ssh(port, key, "true")
-            if first.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(3)
-        assert first.returncode == 0, f"{mode}: ssh failed: {first.stderr}"
         for name, command in CHECKS.items():
-            done = ssh(port, key, command)
+            done = ssh_retrying(port, key, command, 60)
             output[name] = (done.stdout + done.stderr).strip()
         return Boot(mode, hostname, seconds, output, console.read_text(errors="replace"))
     finally:
