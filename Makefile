@@ -7,7 +7,7 @@ DEMO ?= demo
 PYTHON ?= python3
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup host venv lint test test-unit test-e2e wheel demo demo-down demo-vms demo-vms-down bench clean
+.PHONY: help setup host libvirt venv lint test test-unit test-e2e wheel demo demo-down demo-vms demo-vms-down vagrant-demo vagrant-down bench clean
 
 help:
 	@echo "make demo       set up the host, build a 4-node lab, deploy a swarm, show docker node ls"
@@ -15,13 +15,19 @@ help:
 	@echo "make demo-down  remove the demo lab"
 	@echo "make demo-vms   2 blank QEMU VMs (BIOS + UEFI): PXE discovery, Debian 12 written to disk, ready"
 	@echo "make demo-vms-down  remove the VM lab"
+	@echo "make vagrant-demo   the Vagrant test drive: vagrant up METALCTL_NODES (3) blank VMs -> swarm"
+	@echo "make vagrant-down   remove it (vagrant destroy, boot service, bridge)"
 	@echo "make bench      run the benchmarks in bench/ (prints figures)"
 	@echo "make wheel      build dist/metalctl-*.whl (roles and workloads inside)"
 
-setup: host venv
+setup: host venv libvirt
 
 host:
 	bash scripts/setup-host.sh
+
+# The Vagrant test drive's host side: vagrant, vagrant-libvirt, libvirtd, the storage pool.
+libvirt: venv
+	PY=$(PY) bash scripts/setup-libvirt.sh
 
 venv: $(VENV)/.installed
 
@@ -65,6 +71,23 @@ demo-vms: setup
 
 demo-vms-down: venv
 	$(BIN)/metalctl lab down --name $(DEMO_VMS)
+
+# The Vagrant test drive (docs/test-drive.md): Vagrant makes the blank VMs (libvirt).
+METALCTL_NODES ?= 3
+VAGRANT_LAB ?= vagrant
+
+vagrant-demo: setup
+	$(BIN)/metalctl lab up --name $(VAGRANT_LAB) --vms $(METALCTL_NODES) --uefi 1 --vagrant
+	$(BIN)/metalctl provision --cluster $(VAGRANT_LAB)
+	$(BIN)/metalctl deploy swarm --cluster $(VAGRANT_LAB)
+	eval "$$($(BIN)/metalctl swarm env --cluster $(VAGRANT_LAB))" && docker node ls
+	@echo
+	@echo 'Your turn:  eval "$$(.venv/bin/metalctl swarm env --cluster $(VAGRANT_LAB))"; docker node ls'
+	@echo 'Vagrant:    eval "$$(.venv/bin/metalctl lab vagrant-env --name $(VAGRANT_LAB))"; vagrant status'
+	@echo 'Clean up:   make vagrant-down'
+
+vagrant-down: venv
+	$(BIN)/metalctl lab down --name $(VAGRANT_LAB)
 
 demo: setup
 	$(BIN)/metalctl lab up --name $(DEMO) --nodes 4 --managers 3

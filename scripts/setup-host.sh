@@ -3,8 +3,8 @@
 # and Consul in the artifact cache. Idempotent: installs and starts only what is missing.
 set -euo pipefail
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
-die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 if [[ $(id -u) -ne 0 ]]; then
   die "this needs root (it installs Debian packages and starts dockerd). Run: sudo make setup"
@@ -25,17 +25,7 @@ packages+=(qemu-system-x86 qemu-utils ovmf ipxe-qemu seabios fdisk dosfstools mt
 # The Ironic backend's tests (issue 10): Ironic's ipmi driver needs ipmitool to load; its
 # config drives are built with genisoimage (above).
 packages+=(ipmitool)
-missing=()
-for p in "${packages[@]}"; do
-  [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  say "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  say "Debian packages present"
-fi
+install_missing "Debian packages" "${packages[@]}"
 
 docker_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 if docker_up; then

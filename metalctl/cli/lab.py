@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from metalctl.cli.common import seconds_option
@@ -45,6 +47,12 @@ def lab_group() -> None:
     show_default=True,
     help="With --vms: how many of the VMs boot UEFI (OVMF); the others BIOS (SeaBIOS).",
 )
+@click.option(
+    "--vagrant",
+    is_flag=True,
+    help="With --vms: Vagrant makes the VMs (the top-level Vagrantfile, vagrant-libvirt), "
+    "on the lab's bridge; power goes through libvirt. The test drive: docs/test-drive.md.",
+)
 @seconds_option("--timeout", 600, "With --vms: how long the VMs may take to be discovered.", low=1)
 @click.option(
     "--consul-servers",
@@ -59,6 +67,7 @@ def lab_up_cmd(
     managers: int | None,
     vms: int | None,
     uefi: int,
+    vagrant: bool,
     timeout: float,
     consul_servers: int | None,
     output: str,
@@ -69,10 +78,14 @@ def lab_up_cmd(
     route out, the boot service on it (DHCP/TFTP/HTTP), K blank VMs that PXE-boot and are
     discovered, and cluster NAME (provisioner vmlab) with node NAME-i per VM. Next:
     'metalctl provision --cluster NAME', then 'metalctl deploy swarm --cluster NAME'.
+    With --vagrant as well, `vagrant up` makes those VMs (libvirt) instead of metalctl.
     """
     progress = ConsoleProgress()
+    if vagrant and vms is None:
+        raise click.UsageError("--vagrant needs --vms K (how many VMs Vagrant makes)")
     if vms is not None:
-        _vm_lab_up(name, vms, uefi, managers or 1, timeout, progress, output)
+        driver = "vagrant" if vagrant else "qemu"
+        _vm_lab_up(name, vms, uefi, managers or 1, timeout, driver, progress, output)
         return
     managers = 3 if managers is None else managers
     from metalctl.deploy.workload import DEFAULT_WORKLOAD, load_workload
@@ -111,6 +124,7 @@ def _vm_lab_up(
     uefi: int,
     managers: int,
     timeout: float,
+    driver: str,
     progress: ConsoleProgress,
     output: str,
 ) -> None:
@@ -118,7 +132,9 @@ def _vm_lab_up(
 
     require_root()
     try:
-        up = vm_lab_up(Store(), name, vms, uefi, managers, progress.message, timeout=timeout)
+        up = vm_lab_up(
+            Store(), name, vms, uefi, managers, progress.message, timeout=timeout, driver=driver
+        )
     finally:
         progress.stop()
     rows = [
@@ -161,6 +177,26 @@ def lab_status_cmd(name: str, output: str) -> None:
         title=f"lab {name} on {status.network} ({status.subnet})",
         rows=status.nodes,
     )
+
+
+@lab_group.command("vagrant-env")
+@click.option("--name", required=True, help="Lab name (made with 'lab up --vms K --vagrant').")
+def lab_vagrant_env_cmd(name: str) -> None:
+    """Print the environment under which `vagrant` acts on this lab's VMs, for eval:
+
+    eval "$(metalctl lab vagrant-env --name N)"; vagrant status
+
+    METALCTL_BRIDGE is the bridge the VMs and the boot service share.
+    """
+    from metalctl.errors import ConflictError
+    from metalctl.provisioners import vmlab_state, vmlab_vagrant
+
+    lab = vmlab_state.require(name)
+    if lab.driver != "vagrant":
+        raise ConflictError(f"VM lab {name} was not made by Vagrant (driver {lab.driver})")
+    env = {**vmlab_vagrant.environment(lab), "METALCTL_BRIDGE": lab.bridge}
+    for key, value in env.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
 
 
 @lab_group.command("down")

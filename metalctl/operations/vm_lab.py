@@ -29,11 +29,11 @@ from pathlib import Path
 from metalctl import lifecycle, provisioners
 from metalctl.errors import ConflictError, HostSetupError, ProvisionError
 from metalctl.paths import ClusterPaths, metalctl_home
-from metalctl.provisioners import vmlab_state
+from metalctl.provisioners import vmlab_state, vmlab_vagrant
 from metalctl.provisioners.vmlab_state import RUNTIME_ROOT, VmLab, VmRecord, vm_config
 from metalctl.spec import ClusterSpec, parse_spec
 from metalctl.store import Store
-from metalctl.vmlab import network, qemu
+from metalctl.vmlab import libvirt, network, qemu
 from metalctl.wait import wait_for
 
 Say = Callable[[str], None]
@@ -61,15 +61,24 @@ def vm_lab_up(
     *,
     timeout: float = DISCOVERY_TIMEOUT,
     image: str = "debian-12",
+    driver: str = "qemu",
 ) -> VmLabUp:
+    """driver: qemu (metalctl starts the VMs) or vagrant (the Vagrantfile's libvirt VMs)."""
     if not 0 <= uefi <= vms:
         raise ConflictError(f"--uefi {uefi} is more than the {vms} VMs")
     _refuse_other_cluster(store, name)
+    if driver == "vagrant":
+        libvirt.require_running()
+        vmlab_vagrant.vagrantfile()
     _ensure_images(image, say)
-    lab = vmlab_state.load(name) or _plan(name, vms, uefi)
-    if len(lab.vms) != vms or sum(v.firmware == "uefi" for v in lab.vms) != uefi:
+    lab = vmlab_state.load(name) or _plan(name, vms, uefi, driver)
+    if (
+        len(lab.vms) != vms
+        or sum(v.firmware == "uefi" for v in lab.vms) != uefi
+        or lab.driver != driver
+    ):
         raise ConflictError(
-            f"VM lab {name} exists with {len(lab.vms)} VMs; it cannot change shape",
+            f"VM lab {name} exists with {len(lab.vms)} VMs ({lab.driver}); it cannot change shape",
             hint=f"'metalctl lab down --name {name}' first",
         )
     vmlab_state.save(lab)
@@ -111,7 +120,7 @@ def _ensure_images(image: str, say: Say) -> None:
         debian.build_debian12(say)
 
 
-def _plan(name: str, vms: int, uefi: int) -> VmLab:
+def _plan(name: str, vms: int, uefi: int, driver: str) -> VmLab:
     home = str(metalctl_home())
     key = f"{home}:{name}"
     digest = hashlib.sha256(key.encode()).digest()
@@ -124,7 +133,7 @@ def _plan(name: str, vms: int, uefi: int) -> VmLab:
                 node=f"{name}-{i}",
                 mac=f"52:54:00:{digest[0]:02x}:{digest[1]:02x}:{i:02x}",
                 firmware="uefi" if i > vms - uefi else "bios",
-                tap=network.tap_name(key, i),
+                tap=network.tap_name(key, i) if driver == "qemu" else "",  # libvirt's own
                 serial=f"MCVM-{digest[:3].hex()}-{i}",
                 uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"metalctl:{key}:{i}")),
             )
@@ -138,6 +147,7 @@ def _plan(name: str, vms: int, uefi: int) -> VmLab:
         port=BOOT_PORT,
         runtime=str(RUNTIME_ROOT / bridge),
         vms=tuple(records),
+        driver=driver,
     )
 
 
@@ -194,7 +204,8 @@ def _ensure_network(lab: VmLab, say: Say) -> None:
         ipaddress.IPv6Interface(f"fd00:215:{net.network_address.packed[2]:x}::1/64"),
     )
     for vm in lab.vms:
-        network.add_tap(vm.tap, lab.bridge)
+        if vm.tap:
+            network.add_tap(vm.tap, lab.bridge)
 
 
 def _ensure_boot_service(lab: VmLab, say: Say) -> None:
@@ -265,6 +276,9 @@ def _log_tail(path: Path) -> str:
 
 
 def _ensure_vms(store: Store, lab: VmLab, say: Say) -> None:
+    if lab.driver == "vagrant":
+        vmlab_vagrant.up(lab, say)
+        return
     for vm in lab.vms:
         config = vm_config(lab, vm)
         if qemu.is_running(config):
@@ -291,7 +305,7 @@ def _wait_discovered(store: Store, lab: VmLab, say: Say, timeout: float) -> dict
         if _boot_serve_pid(lab) is None:
             return "the boot service stopped: " + _log_tail(lab.run_dir / _BOOT_SERVE_LOG)
         for vm in lab.vms:
-            if not qemu.is_running(vm_config(lab, vm)):
+            if not _vm_exists(lab, vm):
                 return f"VM {vm.node} is gone; its console: {lab.vm_dir(vm.node) / 'console.log'}"
         return None
 
@@ -309,13 +323,21 @@ def _wait_discovered(store: Store, lab: VmLab, say: Say, timeout: float) -> dict
     return found
 
 
+def _vm_exists(lab: VmLab, vm: VmRecord) -> bool:
+    if lab.driver == "vagrant":  # a discovered domain is shut off, not gone
+        return libvirt.state(vmlab_vagrant.domain(vm)) != "missing"
+    return qemu.is_running(vm_config(lab, vm))
+
+
 def vm_lab_down(store: Store, name: str, say: Say) -> list[str]:
     """Remove everything of the VM lab: VMs, boot service, network, runtime, store."""
     lab = vmlab_state.require(name)
     if lab.home != str(metalctl_home()):
         raise ConflictError(f"VM lab {name} belongs to metalctl home {lab.home}; left alone")
     removed: list[str] = []
-    for vm in lab.vms:
+    if lab.driver == "vagrant":
+        removed += vmlab_vagrant.destroy(lab)
+    for vm in lab.vms if lab.driver == "qemu" else ():
         config = vm_config(lab, vm)
         if qemu.is_running(config):
             qemu.stop(config)
@@ -324,7 +346,7 @@ def vm_lab_down(store: Store, name: str, say: Say) -> list[str]:
     if pid is not None:
         _stop_process(pid)
         removed.append("boot service")
-    network.remove(lab.bridge, *(vm.tap for vm in lab.vms))
+    network.remove(lab.bridge, *(vm.tap for vm in lab.vms if vm.tap))
     removed.append(f"bridge {lab.bridge} and {len(lab.vms)} taps")
     run = lab.run_dir.resolve()
     if run.parent == RUNTIME_ROOT and run.name == lab.bridge and run.exists():

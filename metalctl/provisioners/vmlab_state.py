@@ -40,6 +40,9 @@ class VmLab:
     port: int
     runtime: str
     vms: tuple[VmRecord, ...]
+    # qemu: metalctl starts QEMU itself (taps, QMP); vagrant: the Vagrantfile's
+    # vagrant-libvirt domains on the same bridge (vmlab_vagrant.py), power through libvirt.
+    driver: str = "qemu"
 
     @property
     def run_dir(self) -> Path:

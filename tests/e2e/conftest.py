@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from metalctl.paths import metalctl_home
+from tests.cli import metalctl
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -116,6 +117,24 @@ def lab_objects(name: str) -> list[str]:
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
         found += [f"{kind} {o}" for o in out]
     return found
+
+
+def swarm_node_rows(home: Path, cluster: str) -> list[list[str]]:
+    """`docker node ls` by the real docker CLI under `metalctl swarm env` (mutual TLS):
+    sorted [hostname, status] rows."""
+    env = dict(os.environ)
+    listed = metalctl("swarm", "env", "--cluster", cluster, home=home)
+    for line in listed.stdout.splitlines():
+        if line.startswith("export "):
+            key, value = shlex.split(line[len("export ") :])[0].split("=", 1)
+            env[key] = value
+    assert env.get("DOCKER_TLS_VERIFY") == "1", listed.stdout + listed.stderr
+    nodes = subprocess.run(
+        ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert nodes.returncode == 0, nodes.stderr
+    return sorted(line.split() for line in nodes.stdout.splitlines())
 
 
 def make_home(tmp: Path) -> Path:

@@ -13,9 +13,7 @@ iPXE) VM; the images are built once and cached (/var/cache/metalctl).
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from metalctl.errors import WaitTimeout
 from metalctl.sshkeys import ssh_argv
 from metalctl.wait import wait_for
 from tests.cli import metalctl
-from tests.e2e.conftest import make_home
+from tests.e2e.conftest import make_home, swarm_node_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -150,16 +148,5 @@ def test_deploy_swarm_on_the_vms_with_packages_from_the_admin_host(
     deployed = metalctl("deploy", "swarm", "--cluster", name, "-q", "-o", "json", home=home,
                         timeout=2400)  # fmt: skip
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    env = dict(os.environ)
-    for line in metalctl("swarm", "env", "--cluster", name, home=home).stdout.splitlines():
-        if line.startswith("export "):
-            key, value = shlex.split(line[len("export ") :])[0].split("=", 1)
-            env[key] = value
-    assert env["DOCKER_TLS_VERIFY"] == "1"
-    nodes = subprocess.run(
-        ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
-    assert nodes.returncode == 0, nodes.stderr
-    rows = sorted(line.split() for line in nodes.stdout.splitlines())
+    rows = swarm_node_rows(home, name)
     assert rows == sorted([row["name"], "Ready"] for row in up["nodes"])
