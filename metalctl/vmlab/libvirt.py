@@ -132,11 +132,6 @@ def _net_field(name: str, field: str) -> str:
     return ""
 
 
-def domains(prefix: str) -> list[str]:
-    listed = virsh("list", "--all", "--name", check=False)
-    return [n for n in listed.stdout.split() if n.startswith(prefix)]
-
-
 def remove(domain: str) -> None:
     """Undefine a leftover domain with its storage and UEFI variables (what
     ``vagrant destroy`` would have done)."""
