@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from metalctl.errors import HostSetupError
+from metalctl.errors import HostSetupError, WaitTimeout
 from metalctl.images.cache import cache_root, recipe_hash
 from metalctl.images.catalog import (
     ImageRecord,
@@ -45,6 +45,7 @@ from metalctl.images.catalog import (
     lookup,
     store_image,
 )
+from metalctl.wait import wait_for
 
 Say = Callable[[str], None]
 
@@ -327,6 +328,49 @@ def _build_dir(folder: Path, say: Say) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# Clean-up waits: a mount or loop device that is still busy after this is left lazily
+# detached (the kernel frees it when the last user goes) rather than hang a Ctrl-C.
+CLEANUP_WAIT_S = 10.0
+
+
+def _unmount(target: Path, *, under: Path) -> None:
+    """Unmount ``target`` if it is still mounted below ``under``; retried while busy."""
+
+    def gone() -> bool:
+        if target not in mounts_under(under):
+            return True
+        subprocess.run(["umount", str(target)], capture_output=True)
+        return target not in mounts_under(under)
+
+    try:
+        wait_for(gone, what=f"unmounting {target}", timeout=CLEANUP_WAIT_S, interval=0.5)
+    except WaitTimeout:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def _detach_loop(loop: str, *, partitions: bool) -> None:
+    """Remove ``loop``'s partition devices, detach it, and wait until the kernel agrees.
+
+    Neither command's exit status is worth much: ``losetup -d`` on a device still in use
+    only marks it for auto-clear, and partitions left behind outlive the detach (the next
+    build that gets this device would fail in ``partx -a``). sysfs says what is true."""
+    sysdir = Path("/sys/block") / Path(loop).name
+    backing = sysdir / "loop" / "backing_file"
+
+    def stale_partitions() -> bool:
+        return any(sysdir.glob(f"{sysdir.name}p*"))
+
+    def detached() -> bool:
+        if partitions and stale_partitions():
+            subprocess.run(["partx", "-d", loop], capture_output=True)
+        if backing.exists():
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+        return not backing.exists() and not stale_partitions()
+
+    with contextlib.suppress(WaitTimeout):
+        wait_for(detached, what=f"detaching {loop}", timeout=CLEANUP_WAIT_S, interval=0.5)
+
+
 def mounts_under(path: Path) -> list[Path]:
     """Mount points at or below ``path`` (deepest first), from /proc/self/mountinfo."""
     base = str(path.resolve())
@@ -444,6 +488,8 @@ class _Build:
         self.loop = self.sh(["losetup", "--show", "-f", str(self.disk)]).strip()
         if not re.fullmatch(r"/dev/loop\d+", self.loop):
             raise HostSetupError(f"losetup gave an unexpected device {self.loop!r}")
+        # A device freed by auto-clear may still carry an earlier user's partitions.
+        subprocess.run(["partx", "-d", self.loop], capture_output=True)
         self.sh(["partx", "-a", self.loop])
         self.partitions_added = True
         deadline = time.monotonic() + 10
@@ -570,23 +616,21 @@ class _Build:
             self._kill_chroot_processes()
             # Ours, and whatever debootstrap mounted in the root and left on an interrupt.
             for target in [*reversed(self.mounts), *mounts_under(self.root)]:
-                if target not in mounts_under(self.root):
-                    continue
-                if subprocess.run(["umount", str(target)], capture_output=True).returncode:
-                    subprocess.run(["umount", "-l", str(target)], capture_output=True)
+                _unmount(target, under=self.root)
             self.mounts.clear()
             if self.loop:
-                if self.partitions_added:
-                    subprocess.run(["partx", "-d", self.loop], capture_output=True)
-                subprocess.run(["losetup", "-d", self.loop], capture_output=True)
+                _detach_loop(self.loop, partitions=self.partitions_added)
                 self.loop = None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
 
     def _kill_chroot_processes(self) -> None:
-        """A daemon a maintainer script left running inside our chroot (gpg-agent...)."""
+        """A daemon a maintainer script left running inside our chroot (gpg-agent...), or
+        the apt-get/dpkg a Ctrl-C hit. Waits (bounded) until they are gone: a dying process
+        keeps its files open, so the mounts would be busy and the loop device stay bound."""
         root = str(self.root)
+        killed = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -597,6 +641,14 @@ class _Build:
             if where == root or where.startswith(root + "/"):
                 with contextlib.suppress(OSError):
                     os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(proc)
+        with contextlib.suppress(WaitTimeout):
+            wait_for(
+                lambda: not any(p.exists() for p in killed),
+                what=f"{NAME}: processes in the build's chroot to exit",
+                timeout=CLEANUP_WAIT_S,
+                interval=0.2,
+            )
 
     def store(self) -> tuple[Path, str, int]:
         self.say(f"{NAME}: hashing and compressing (zstd -3)")
