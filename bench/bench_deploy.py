@@ -7,15 +7,36 @@ Usage: python bench/bench_deploy.py [--runs 3] [--sizes 1,3,6]
 from __future__ import annotations
 
 import argparse
+import json
 
 from _common import fmt, median, private_home, run
+
+# The slowest tasks of the last first deploy of each size ('metalctl runs show').
+SLOWEST: dict[int, list[dict[str, object]]] = {}
+ROLES: dict[int, list[dict[str, object]]] = {}
 
 
 def one(home, name: str, nodes: int) -> tuple[float, float, float, float]:  # type: ignore[no-untyped-def]
     managers = 3 if nodes >= 3 else 1
     run(home, "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers))
     try:
-        first = run(home, "deploy", "swarm", "-c", name, "-q")
+        first = run(home, "deploy", "swarm", "-c", name, "-q", "-o", "json")
+        shown = json.loads(
+            run(
+                home,
+                "runs",
+                "show",
+                json.loads(first.stdout)["run_dir"].rsplit("/", 1)[1],
+                "-c",
+                name,
+                "--top",
+                "5",
+                "-o",
+                "json",
+            ).stdout
+        )
+        SLOWEST[nodes] = shown["slowest_tasks"]
+        ROLES[nodes] = shown["roles"]
         again = run(home, "deploy", "swarm", "-c", name, "-q")
     finally:
         run(home, "lab", "down", "--name", name)
@@ -49,9 +70,17 @@ def main() -> None:
             f"  {n} node(s): deploy {fmt(firsts)}; idempotent re-run {fmt(agains)}; "
             f"metalctl peak RSS median {median(rss):.0f} MiB"
         )
+        print(f"    re-run / first (medians): {median(agains) / median(firsts):.2f}")
     if 1 in results and 6 in results:
         ratio = median(results[6][0]) / median(results[1][0])
         print(f"  ratio 6/1 nodes (deploy medians): {ratio:.2f}")
+    for n, tasks in SLOWEST.items():
+        roles = ", ".join(f"{r['role']} {r['seconds']:.1f}s" for r in ROLES[n])
+        print(f"\n{n} node(s), last first deploy: per role (longest host): {roles}")
+        for t in tasks:
+            print(
+                f"  {t['seconds']:6.1f}s  {t['host']:<12} {t['role'] or '(play)':<12} {t['task']}"
+            )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from metalctl.cli.image import image_group
 from metalctl.cli.lab import lab_group
 from metalctl.cli.machines import machines_group, power_cmd, provision_cmd, release_cmd
 from metalctl.cli.nodes import nodes_group
+from metalctl.cli.runs import runs_group
 from metalctl.cli.swarm import swarm_group
 from metalctl.errors import MetalctlError
 from metalctl.paths import ensure_private_dir, metalctl_home, write_private
@@ -54,6 +55,7 @@ cli.add_command(nodes_group)
 cli.add_command(deploy_group)
 cli.add_command(swarm_group)
 cli.add_command(events_cmd)
+cli.add_command(runs_group)
 cli.add_command(provision_cmd)
 cli.add_command(power_cmd)
 cli.add_command(release_cmd)

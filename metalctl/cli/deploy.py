@@ -21,6 +21,7 @@ from metalctl.cli.common import (
 )
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
+from metalctl.cli.runs import slowest_table
 from metalctl.deploy.workload import list_workloads
 from metalctl.errors import MetalctlError, NotFoundError, UsageError
 
@@ -142,3 +143,9 @@ def deploy_swarm_cmd(
         title=f"swarm deployed on {spec.name} (artifacts: {result.run_dir})",
         rows=rows,
     )
+    if output == "table" and result.slowest and not quiet:
+        slowest_table(result.slowest)
+        if result.run_dir:
+            click.echo(
+                f"all timings: metalctl runs show {result.run_dir.name} --cluster {spec.name}"
+            )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from metalctl.deploy.apply import DeployResult
+    from metalctl.deploy.timing import RoleTiming, RunRecord, RunReport, TaskTiming
     from metalctl.deployments import Deployment
     from metalctl.operations.status import Quorum, SwarmStatus
     from metalctl.store import EventRecord, MachineRecord, NodeRecord
@@ -62,6 +63,49 @@ def deploy(result: DeployResult) -> dict[str, Any]:
         "run_dir": str(result.run_dir) if result.run_dir else None,
         "changed": dict(result.changed),
         "phases": [{"title": t.title, "seconds": round(t.seconds, 3)} for t in timings],
+        "slowest_tasks": [task_timing(t) for t in result.slowest],
+    }
+
+
+def task_timing(t: TaskTiming) -> dict[str, Any]:
+    return {
+        "host": t.host,
+        "role": t.role,
+        "task": t.task,
+        "status": t.status,
+        "seconds": round(t.seconds, 3),
+        "start": t.start,
+    }
+
+
+def role_timing(r: RoleTiming) -> dict[str, Any]:
+    return {"role": r.role, "seconds": round(r.seconds, 3), "host": r.host, "tasks": r.tasks}
+
+
+def run_record(r: RunRecord) -> dict[str, Any]:
+    return {
+        "run": r.name,
+        "cluster": r.cluster,
+        "workload": r.workload,
+        "started": iso(r.started),
+        "status": r.status,
+        "seconds": r.seconds,
+        "nodes": list(r.nodes),
+        "changed": dict(r.changed),
+        "total_changed": sum(r.changed.values()),
+        "phases": list(r.phases),
+        "failed_phase": r.failed_phase,
+        "error": r.error,
+    }
+
+
+def run_report(r: RunReport, *, slowest: list[TaskTiming]) -> dict[str, Any]:
+    return {
+        **run_record(r.record),
+        "path": str(r.path),
+        "roles": [role_timing(x) for x in r.roles],
+        "slowest_tasks": [task_timing(t) for t in slowest],
+        "tasks": [task_timing(t) for t in r.tasks],
     }
 
 

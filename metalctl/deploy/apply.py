@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from metalctl.deploy.inventory import ConsulSource, render_inventory
 from metalctl.deploy.lock import deploy_lock
 from metalctl.deploy.phases import ApplyReport, Phase, PhaseProgress, apply
 from metalctl.deploy.runner import PlayResult, TaskEvent, new_run_dir, run_playbook
+from metalctl.deploy.timing import RunRecord, TaskTiming, slowest, task_timings, write_record
 from metalctl.deploy.workload import Workload, load_workload
 from metalctl.errors import (
     ClusterAccessError,
@@ -57,6 +59,7 @@ class DeployResult:
     run_dir: Path | None = None
     changed: dict[str, int] = field(default_factory=dict)
     report: ApplyReport | None = None
+    slowest: list[TaskTiming] = field(default_factory=list)  # of this run, longest first
 
 
 @dataclass
@@ -111,22 +114,59 @@ def deploy(
         Phase("verify Consul registrations", _verify_registrations),
         *([Phase("mark nodes active", _mark_active)] if joins else []),
     ]
+    report = ApplyReport()
+    started = time.time()
     with deploy_lock(ctx.paths, f"deploy {workload_name} of {', '.join(ctx.names)}"):
         try:
-            report = apply(phases, ctx, progress)
+            apply(phases, ctx, progress, report)
         except DeployError as exc:
             _mark_failed(ctx, exc.message)
+            _record_run(ctx, report, started, "failed", exc.message)
             raise
         except BaseException as exc:
             # Ctrl-C, a crash in the Docker SDK or ansible-runner, a full disk: the nodes
             # must not stay 'deploying' without a word; the caller still sees the exception.
             _mark_failed(ctx, _what_happened(exc))
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            _record_run(ctx, report, started, status, _what_happened(exc))
             raise
+        _record_run(ctx, report, started, "successful", None)
     result = DeployResult(spec.name, workload_name, ctx.run_dir, report=report)
     if ctx.play:
         # Ansible's stats list only hosts with a non-zero count; report every node.
-        result.changed = {n: ctx.play.changed.get(n, 0) for n in ctx.names}
+        result.changed = _changed(ctx)
+    if ctx.run_dir:
+        result.slowest = slowest(task_timings(ctx.run_dir))
     return result
+
+
+def _changed(ctx: _Ctx) -> dict[str, int]:
+    play = ctx.play
+    return {n: play.changed.get(n, 0) for n in ctx.names} if play else {}
+
+
+def _record_run(
+    ctx: _Ctx, report: ApplyReport, started: float, status: str, error: str | None
+) -> None:
+    """run.json beside the run's Ansible artifacts: what 'metalctl runs' reads back."""
+    if ctx.run_dir is None:  # stopped before the roles ran: no run to speak of
+        return
+    record = RunRecord(
+        name=ctx.run_dir.name,
+        cluster=ctx.spec.name,
+        workload=ctx.workload.name,
+        started=started,
+        status=status,
+        seconds=round(time.time() - started, 3),
+        nodes=list(ctx.names),
+        changed=_changed(ctx),
+        phases=[{"title": t.title, "seconds": round(t.seconds, 3)} for t in report.timings],
+        failed_phase=report.running if status != "successful" else None,
+        error=error,
+    )
+    # On a failure, the deploy's own error is the one to report: a full disk here is not.
+    with contextlib.suppress(OSError):
+        write_record(ctx.run_dir, record)
 
 
 def _check_states(ctx: _Ctx) -> None:

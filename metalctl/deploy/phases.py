@@ -40,10 +40,17 @@ class PhaseTiming:
 @dataclass
 class ApplyReport:
     timings: list[PhaseTiming] = field(default_factory=list)
+    running: str | None = None  # the phase under way; after a failure, the one that failed
 
 
-def apply(phases: list[Phase[C]], ctx: C, progress: PhaseProgress | None = None) -> ApplyReport:
-    report = ApplyReport()
+def apply(
+    phases: list[Phase[C]],
+    ctx: C,
+    progress: PhaseProgress | None = None,
+    report: ApplyReport | None = None,
+) -> ApplyReport:
+    """Run the phases in order. Pass ``report`` to keep the timings of a failed apply."""
+    report = report if report is not None else ApplyReport()
     try:
         for phase in phases:
             if phase.prepare:
@@ -52,7 +59,9 @@ def apply(phases: list[Phase[C]], ctx: C, progress: PhaseProgress | None = None)
             if progress:
                 progress.phase_started(phase.title)
             started = time.monotonic()
+            report.running = phase.title
             _guard(phase.title, phase.run, ctx)
+            report.running = None
             seconds = time.monotonic() - started
             report.timings.append(PhaseTiming(phase.title, seconds))
             if progress:

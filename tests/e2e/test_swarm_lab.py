@@ -260,6 +260,31 @@ def test_second_deploy_changes_nothing(deployed_lab: Lab) -> None:
     assert set(changed) == set(deployed_lab.node_names())
     assert all(v == 0 for v in changed.values()), changed
     assert sorted(deployed_lab.docker_cli("node", "ls", "-q").stdout.split()) == sorted(before)
+    slow = json.loads(out.stdout)["slowest_tasks"]  # 'deploy' ends with where the time went
+    assert len(slow) == 5 and [t["seconds"] for t in slow] == sorted(
+        (t["seconds"] for t in slow), reverse=True
+    )
+
+
+def test_runs_list_and_show_say_where_each_deploy_spent_its_time(deployed_lab: Lab) -> None:
+    name = deployed_lab.name
+    runs = json.loads(deployed_lab.metalctl("runs", "list", "-c", name, "-o", "json").stdout)
+    assert runs and all(r["status"] == "successful" for r in runs), runs
+    first = runs[0]
+    assert set(first["nodes"]) == set(deployed_lab.node_names())
+    assert first["total_changed"] > 0
+    assert "run workload roles" in [p["title"] for p in first["phases"]]
+
+    shown = json.loads(
+        deployed_lab.metalctl("runs", "show", first["run"], "-c", name, "-o", "json").stdout
+    )
+    assert {t["host"] for t in shown["tasks"]} == set(deployed_lab.node_names())
+    assert [r["role"] for r in shown["roles"]][-4:] == ["ready_state", "docker", "consul", "swarm"]
+    assert all(r["seconds"] > 0 for r in shown["roles"])
+    longest = max(shown["tasks"], key=lambda t: t["seconds"])
+    assert shown["slowest_tasks"][0] == longest
+    table = deployed_lab.metalctl("runs", "show", "-c", name).stdout  # the newest run
+    assert runs[-1]["run"] in table and "slowest 10 tasks" in table
 
 
 def test_no_secret_in_run_artifacts(deployed_lab: Lab) -> None:
