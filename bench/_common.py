@@ -35,26 +35,31 @@ def private_home() -> Path:
 def run(home: Path, *args: str) -> Timed:
     """Run metalctl, return wall time and the peak RSS of the metalctl process itself."""
     env = dict(os.environ, METALCTL_HOME=str(home))
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "metalctl", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    peak = 0
-    status = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.2)
-    out, err = proc.communicate()
-    seconds = time.monotonic() - started
+    # Output goes to files, not pipes: nobody reads a pipe while the loop below polls, and
+    # a child writing more than a pipe holds (runs show -o json) would wait forever.
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "metalctl", *args],
+            env=env,
+            stdout=out_file,
+            stderr=err_file,
+            text=True,
+        )
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if proc.returncode != 0:
         raise SystemExit(f"metalctl {' '.join(args)} failed:\n{out}\n{err}")
     return Timed(seconds, peak / 1024, out)

@@ -1,7 +1,10 @@
 """`metalctl deploy swarm` wall time on 1, 3 and 6 nodes (fresh lab each run), the 6/1 ratio,
 the idempotent re-run time, and the peak RSS of the metalctl process during a deploy.
 
-Usage: python bench/bench_deploy.py [--runs 3] [--sizes 1,3,6]
+With --preload: labs made with `lab up --preload swarm --offline` (packages in the image,
+no route out of the lab network).
+
+Usage: python bench/bench_deploy.py [--runs 3] [--sizes 1,3,6] [--preload]
 """
 
 from __future__ import annotations
@@ -16,9 +19,15 @@ SLOWEST: dict[int, list[dict[str, object]]] = {}
 ROLES: dict[int, list[dict[str, object]]] = {}
 
 
+LAB_FLAGS: tuple[str, ...] = ()
+
+
 def one(home, name: str, nodes: int) -> tuple[float, float, float, float]:  # type: ignore[no-untyped-def]
     managers = 3 if nodes >= 3 else 1
-    run(home, "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers))
+    run(
+        home, "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers),
+        *LAB_FLAGS,
+    )  # fmt: skip
     try:
         first = run(home, "deploy", "swarm", "-c", name, "-q", "-o", "json")
         shown = json.loads(
@@ -47,7 +56,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="1,3,6")
+    ap.add_argument("--preload", action="store_true", help="lab up --preload swarm --offline")
     args = ap.parse_args()
+    global LAB_FLAGS
+    LAB_FLAGS = ("--preload", "swarm", "--offline") if args.preload else ()
     sizes = [int(s) for s in args.sizes.split(",")]
     home = private_home()
     results: dict[int, tuple[list[float], list[float], list[float]]] = {}
@@ -64,7 +76,12 @@ def main() -> None:
                 flush=True,
             )
         results[n] = (firsts, agains, rss)
-    print("\ndeploy swarm (fresh lab nodes; includes apt installs inside the nodes)")
+    how = (
+        "preloaded image, no route out"
+        if args.preload
+        else "packages installed by apt inside the nodes, through NAT"
+    )
+    print(f"\ndeploy swarm (fresh lab nodes; {how})")
     for n, (firsts, agains, rss) in results.items():
         print(
             f"  {n} node(s): deploy {fmt(firsts)}; idempotent re-run {fmt(agains)}; "

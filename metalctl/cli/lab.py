@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 import click
 
 from metalctl.cli.common import seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
+from metalctl.errors import UsageError
 from metalctl.store import Store
+
+if TYPE_CHECKING:  # lab_image pulls in the Docker SDK: keep --help fast
+    from metalctl.provisioners.lab_image import Preload
 
 
 @click.group("lab")
@@ -60,6 +65,19 @@ def lab_group() -> None:
     default=None,
     help="Consul servers (odd). Default: min(managers, 3).",
 )
+@click.option(
+    "--preload",
+    metavar="WORKLOAD",
+    default=None,
+    help="Build the node image with the Debian packages the workload installs (its "
+    "workload.yaml 'preload'), so that the deploy skips their download and install.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Give the nodes no route out (an internal Docker network: no NAT, no default "
+    "route), as in an air-gapped rack. Needs --preload: the nodes cannot fetch packages.",
+)
 @OUTPUT_OPTION
 def lab_up_cmd(
     name: str,
@@ -70,6 +88,8 @@ def lab_up_cmd(
     vagrant: bool,
     timeout: float,
     consul_servers: int | None,
+    preload: str | None,
+    offline: bool,
     output: str,
 ) -> None:
     """Create a lab of ready nodes and write its cluster spec. Re-running is harmless.
@@ -83,6 +103,16 @@ def lab_up_cmd(
     progress = ConsoleProgress()
     if vagrant and vms is None:
         raise click.UsageError("--vagrant needs --vms K (how many VMs Vagrant makes)")
+    if vms is not None and (preload or offline):
+        raise click.UsageError(
+            "--preload and --offline are for container labs; a VM lab has no route out "
+            "already, and its Debian 12 image carries Docker"
+        )
+    if offline and not preload:
+        raise click.UsageError(
+            "--offline needs --preload WORKLOAD: nodes with no route out cannot download "
+            "the workload's packages"
+        )
     if vms is not None:
         driver = "vagrant" if vagrant else "qemu"
         _vm_lab_up(name, vms, uefi, managers or 1, timeout, driver, progress, output)
@@ -99,6 +129,7 @@ def lab_up_cmd(
         consul_servers,
         progress=progress.message,
         check=load_workload(DEFAULT_WORKLOAD).check,
+        shape=lab.LabShape(_preload(preload), offline),
     )
     rows = [
         {
@@ -116,6 +147,21 @@ def lab_up_cmd(
         title=f"lab {name}: {len(rows)} nodes ready",
         rows=rows,
     )
+
+
+def _preload(workload: str | None) -> Preload | None:
+    from metalctl.deploy.workload import load_workload
+    from metalctl.provisioners.lab_image import Preload
+
+    if workload is None:
+        return None
+    packages = load_workload(workload).preload_debian  # an unknown name: exit 4, with the known
+    if not packages:
+        raise UsageError(
+            f"workload '{workload}' names no packages to preload",
+            hint="its workload.yaml needs 'preload: {debian: [package, ...]}'",
+        )
+    return Preload(workload, packages)
 
 
 def _vm_lab_up(

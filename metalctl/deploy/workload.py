@@ -6,6 +6,7 @@ the installation is broken, which is a host-setup error (6), not a missing workl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,9 @@ class Workload:
     playbook: str
     roles: list[str]
     constraints: tuple[GroupRule, ...] = ()
+    # workload.yaml ``preload.debian``: the Debian packages its roles install, which an
+    # image built with ``--preload NAME`` carries already (the roles then skip the install).
+    preload_debian: tuple[str, ...] = ()
 
     @property
     def roles_path(self) -> Path:
@@ -142,7 +146,22 @@ def _parse(path: Path) -> Workload:
     if not isinstance(playbook, str):
         raise bad("playbook", "must be a file name in the workload's folder")
     rules = _rules(data.get("constraints") or {}, bad)
-    return Workload(name, description.strip(), path.parent, playbook, list(roles), rules)
+    preload = _preload(data.get("preload") or {}, bad)
+    return Workload(name, description.strip(), path.parent, playbook, list(roles), rules, preload)
+
+
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy's package name syntax
+
+
+def _preload(raw: Any, bad: Callable[[str, str], SpecError]) -> tuple[str, ...]:
+    if not isinstance(raw, dict) or set(raw) - {"debian"}:
+        raise bad("preload", "must be a mapping with one key, debian: [package, ...]")
+    packages = raw.get("debian") or []
+    if not isinstance(packages, list) or not all(
+        isinstance(p, str) and _PACKAGE.fullmatch(p) for p in packages
+    ):
+        raise bad("preload.debian", "must be a list of Debian package names")
+    return tuple(packages)
 
 
 def _rules(raw: Any, bad: Callable[[str, str], SpecError]) -> tuple[GroupRule, ...]:

@@ -46,6 +46,9 @@ LABEL = "metalctl.lab"
 # Which metalctl home made a lab object: two homes (a CI run next to a demo) may use the
 # same lab name on one Docker, and must never adopt or remove each other's containers.
 HOME_LABEL = "metalctl.home"
+# On the lab's network: how its nodes were made, so that 'nodes add' makes the same kind.
+OFFLINE_LABEL = "metalctl.offline"  # "1": an internal network, no route out
+PRELOAD_LABEL = "metalctl.preload"  # "WORKLOAD:pkg,pkg": the image's preloaded packages
 FIRST_HOST = 11  # node i gets .(10+i); .1 is the bridge, i.e. the admin host
 SUBNET_POOL = ipaddress.IPv4Network("172.30.0.0/16")
 SSH_WAIT_SECONDS = 120.0
@@ -137,19 +140,22 @@ def lab_up(
     progress: Progress | None = None,
     ssh_timeout: float = SSH_WAIT_SECONDS,
     check: SpecCheck | None = None,
+    shape: LabShape | None = None,
 ) -> ClusterSpec:
     """Create (or complete) a lab and record its nodes as ready. Re-running is harmless.
 
     ``check`` is the workload's constraint check (quorum sizes), run on the lab's spec
-    before anything is made; its errors speak in the flags the user typed.
+    before anything is made; its errors speak in the flags the user typed. ``shape``:
+    a preloaded image, a network with no route out.
     """
     say = progress or (lambda _m: None)
+    shape = shape or LabShape()
     lab_spec(name, nodes, managers, consul_servers, "172.30.0.0/24", check)  # flags first
     _refuse_other_shapes(store, name, nodes)
     client = docker_client()
-    image = lab_image.ensure_image(progress=say)
+    image = lab_image.ensure_image(progress=say, preload=shape.preload)
     with _docker_refusals(f"lab up {name}"):
-        subnet = _ensure_network(client, name)
+        subnet = _ensure_network(client, name, shape)
         spec = lab_spec(name, nodes, managers, consul_servers, subnet, check)
         _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
     paths = ClusterPaths.for_cluster(name)
@@ -175,8 +181,9 @@ def lab_add_node(
     ready; returns the cluster spec that includes it."""
     say = progress or (lambda _m: None)
     client = docker_client()
-    image = lab_image.ensure_image(progress=say)
-    subnet = _ensure_network(client, spec.name)
+    shape = _network_shape(client, spec.name)
+    image = lab_image.ensure_image(progress=say, preload=shape.preload)
+    subnet = _ensure_network(client, spec.name, shape)
     known = {n.name for n in store.list_nodes(spec.name)} | {n.name for n in spec.nodes}
     if name is not None and name in known:
         raise ConflictError(
@@ -403,19 +410,70 @@ def _remove_state(root: Path) -> None:
 # --- docker plumbing -------------------------------------------------------------------------
 
 
-def _ensure_network(client: docker.DockerClient, lab: str) -> str:
+@dataclass(frozen=True)
+class LabShape:
+    """How a lab's nodes are made: ``lab up --preload WORKLOAD`` and ``--offline``."""
+
+    preload: lab_image.Preload | None = None
+    offline: bool = False
+
+    def labels(self) -> dict[str, str]:
+        out = {OFFLINE_LABEL: "1" if self.offline else "0"}
+        if self.preload:
+            out[PRELOAD_LABEL] = f"{self.preload.workload}:{','.join(self.preload.packages)}"
+        return out
+
+    def describe(self) -> str:
+        parts = [f"preloaded with {self.preload.workload}" if self.preload else "not preloaded"]
+        parts.append("no route out" if self.offline else "NAT to the outside")
+        return ", ".join(parts)
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> LabShape:
+        preload = None
+        if labels.get(PRELOAD_LABEL):
+            workload, _, packages = labels[PRELOAD_LABEL].partition(":")
+            preload = lab_image.Preload(workload, tuple(p for p in packages.split(",") if p))
+        return cls(preload, labels.get(OFFLINE_LABEL) == "1")
+
+
+def _network_shape(client: docker.DockerClient, lab: str) -> LabShape:
+    try:
+        net = client.networks.get(network_name(lab))
+    except docker.errors.NotFound:
+        return LabShape()
+    return LabShape.from_labels(net.attrs.get("Labels") or {})
+
+
+def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> str:
     try:
         net = client.networks.get(network_name(lab))
     except docker.errors.NotFound:
         net = None
     if net is not None:
-        owner = _other_home(net.attrs.get("Labels"))
+        labels = net.attrs.get("Labels") or {}
+        owner = _other_home(labels)
         if owner:
             raise _not_ours(lab, owner)
+        made = LabShape.from_labels(labels)
+        if made != shape:
+            raise ConflictError(
+                f"lab {lab} exists, {made.describe()}; this asks for {shape.describe()}",
+                hint=f"'metalctl lab down --name {lab}' first, or repeat the flags it was "
+                "made with (--preload, --offline)",
+            )
         return str(net.attrs["IPAM"]["Config"][0]["Subnet"])
     subnet = _free_subnet(client)
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
-    client.networks.create(network_name(lab), driver="bridge", ipam=ipam, labels=_labels(lab))
+    client.networks.create(
+        network_name(lab),
+        driver="bridge",
+        ipam=ipam,
+        # internal: no masquerading and no default route in the nodes; the host still
+        # reaches them on the bridge's address.
+        internal=shape.offline,
+        labels=_labels(lab, **shape.labels()),
+    )
     return str(subnet)
 
 

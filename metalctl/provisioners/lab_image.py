@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from metalctl.errors import HostSetupError, ProvisionError
@@ -49,28 +50,55 @@ _MASKED_UNITS = (
 )
 
 
-def recipe_hash(mirror: str) -> str:
+@dataclass(frozen=True)
+class Preload:
+    """A workload's packages baked into the image (``lab up --preload WORKLOAD``)."""
+
+    workload: str
+    packages: tuple[str, ...]
+
+
+def image_tag(preload: Preload | None = None) -> str:
+    return f"{IMAGE}-{preload.workload}" if preload else IMAGE
+
+
+def _packages(preload: Preload | None) -> str:
+    return ",".join([PACKAGES, *preload.packages]) if preload else PACKAGES
+
+
+def recipe_hash(mirror: str, preload: Preload | None = None) -> str:
     h = hashlib.sha256()
-    h.update(f"{SUITE}|{mirror}|{PACKAGES}|{sorted(_OVERLAY.items())}|{_MASKED_UNITS}".encode())
+    recipe = f"{SUITE}|{mirror}|{_packages(preload)}|{sorted(_OVERLAY.items())}|{_MASKED_UNITS}"
+    h.update(recipe.encode())
     return h.hexdigest()[:16]
 
 
-def image_is_current(mirror: str = DEFAULT_MIRROR) -> bool:
+def image_is_current(mirror: str = DEFAULT_MIRROR, preload: Preload | None = None) -> bool:
     out = subprocess.run(
-        ["docker", "image", "inspect", "-f", '{{ index .Config.Labels "metalctl.recipe" }}', IMAGE],
+        [
+            "docker",
+            "image",
+            "inspect",
+            "-f",
+            '{{ index .Config.Labels "metalctl.recipe" }}',
+            image_tag(preload),
+        ],
         capture_output=True,
         text=True,
         env=cli_env(),
     )
-    return out.returncode == 0 and out.stdout.strip() == recipe_hash(mirror)
+    return out.returncode == 0 and out.stdout.strip() == recipe_hash(mirror, preload)
 
 
 def ensure_image(
-    mirror: str = DEFAULT_MIRROR, progress: Callable[[str], None] | None = None
+    mirror: str = DEFAULT_MIRROR,
+    progress: Callable[[str], None] | None = None,
+    preload: Preload | None = None,
 ) -> str:
     """Return the lab image tag, building it first if missing or built from an older recipe."""
-    if image_is_current(mirror):
-        return IMAGE
+    tag = image_tag(preload)
+    if image_is_current(mirror, preload):
+        return tag
     if shutil.which("debootstrap") is None:
         raise HostSetupError(
             "debootstrap is not installed; it is needed to build the lab node image offline",
@@ -79,16 +107,24 @@ def ensure_image(
     with tempfile.TemporaryDirectory(prefix="metalctl-rootfs-") as tmp:
         root = Path(tmp) / "rootfs"
         if progress:
-            progress(f"building lab node image {IMAGE} with debootstrap (about a minute)")
+            extra = f", with the packages of workload {preload.workload}" if preload else ""
+            progress(f"building lab node image {tag} with debootstrap{extra} (a minute or two)")
         _run(
-            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(root), mirror],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={_packages(preload)}",
+                SUITE,
+                str(root),
+                mirror,
+            ],
             "debootstrap",
         )
         customize_rootfs(root, mirror)
         if progress:
-            progress(f"importing {IMAGE}")
-        import_rootfs(root, recipe_hash(mirror))
-    return IMAGE
+            progress(f"importing {tag}")
+        import_rootfs(root, recipe_hash(mirror, preload), tag)
+    return tag
 
 
 def customize_rootfs(root: Path, mirror: str) -> None:
@@ -123,7 +159,7 @@ def customize_rootfs(root: Path, mirror: str) -> None:
     (root / "var/cache/apt/archives/partial").mkdir(parents=True)
 
 
-def import_rootfs(root: Path, recipe: str) -> None:
+def import_rootfs(root: Path, recipe: str, tag: str = IMAGE) -> None:
     tar = subprocess.Popen(
         ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
     )
@@ -138,7 +174,7 @@ def import_rootfs(root: Path, recipe: str) -> None:
             "-c",
             f"LABEL metalctl.recipe={recipe}",
             "-",
-            IMAGE,
+            tag,
         ],
         stdin=tar.stdout,
         capture_output=True,

@@ -150,7 +150,11 @@ def make_home(tmp: Path) -> Path:
 
 @contextlib.contextmanager
 def deployed(
-    tmp: Path, nodes: int = 4, managers: int = 3, installed: WheelInstall | None = None
+    tmp: Path,
+    nodes: int = 4,
+    managers: int = 3,
+    installed: WheelInstall | None = None,
+    lab_flags: tuple[str, ...] = (),
 ) -> Iterator[Lab]:
     """A lab of ``nodes`` containers, deployed; removed afterwards even on failure. With
     ``installed``, every metalctl command is that wheel install's, run like a user of
@@ -167,8 +171,9 @@ def deployed(
         lab = Lab(name, home, env, {})
     try:
         lab.metalctl(
-            "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers)
-        )
+            "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers),
+            *lab_flags,
+        )  # fmt: skip
         started = time.monotonic()
         out = lab.metalctl("deploy", "swarm", "--cluster", name, "-q", "-o", "json").stdout
         lab.deploy_seconds = time.monotonic() - started
