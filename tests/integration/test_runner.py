@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from metalctl.deploy.runner import TaskEvent, new_run_dir, run_playbook
+from metalctl.deploy.runner import PlayResult, TaskEvent, new_run_dir, run_playbook
 from metalctl.errors import DeployError
 
 
@@ -45,20 +47,34 @@ INVENTORY = {
 }
 
 
+def play(
+    tmp_path: Path,
+    project: Path,
+    roles: Path,
+    inventory: dict[str, Any] = INVENTORY,
+    *,
+    run_dir: Path | None = None,
+    on_task: Callable[[TaskEvent], None] | None = None,
+    phase: str = "p",
+) -> PlayResult:
+    """run_playbook on a test project, in a new run folder unless ``run_dir`` names one."""
+    return run_playbook(
+        run_dir=run_dir or new_run_dir(tmp_path / "runs", "t"),
+        project_dir=project,
+        playbook="playbook.yml",
+        roles_path=roles,
+        inventory=inventory,
+        known_hosts=tmp_path / "kh",
+        phase=phase,
+        on_task=on_task,
+    )
+
+
 def test_failed_task_names_host_role_task_and_log(tmp_path: Path) -> None:
     project, roles = _project(tmp_path, fail=True)
     seen: list[TaskEvent] = []
     with pytest.raises(DeployError) as err:
-        run_playbook(
-            run_dir=new_run_dir(tmp_path / "runs", "t"),
-            project_dir=project,
-            playbook="playbook.yml",
-            roles_path=roles,
-            inventory=INVENTORY,
-            known_hosts=tmp_path / "kh",
-            phase="run workload roles",
-            on_task=seen.append,
-        )
+        play(tmp_path, project, roles, phase="run workload roles", on_task=seen.append)
     e = err.value
     assert (e.host, e.role, e.task) == ("box1", "probe", "Check the widget")
     assert e.log_path is not None and e.log_path.exists()
@@ -72,15 +88,7 @@ def test_success_counts_changes_and_second_run_is_zero(tmp_path: Path) -> None:
     project, roles = _project(tmp_path, fail=False)
 
     def run() -> int:
-        result = run_playbook(
-            run_dir=new_run_dir(tmp_path / "runs", "t"),
-            project_dir=project,
-            playbook="playbook.yml",
-            roles_path=roles,
-            inventory=INVENTORY,
-            known_hosts=tmp_path / "kh",
-            phase="p",
-        )
+        result = play(tmp_path, project, roles)
         return result.changed.get("box1", 0)
 
     assert run() == 1
@@ -114,7 +122,7 @@ def _sleepy_project(tmp_path: Path) -> tuple[Path, Path]:
     return project, roles
 
 
-def _two_hosts(tmp_path: Path) -> dict[str, object]:
+def _two_hosts(tmp_path: Path) -> dict[str, Any]:
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     return {
         "all": {
@@ -131,15 +139,7 @@ def test_timings_per_task_role_and_host_come_from_the_runs_events(tmp_path: Path
 
     project, roles = _sleepy_project(tmp_path)
     run_dir = new_run_dir(tmp_path / "runs", "t")
-    run_playbook(
-        run_dir=run_dir,
-        project_dir=project,
-        playbook="playbook.yml",
-        roles_path=roles,
-        inventory=_two_hosts(tmp_path),
-        known_hosts=tmp_path / "kh",
-        phase="p",
-    )
+    play(tmp_path, project, roles, _two_hosts(tmp_path), run_dir=run_dir)
 
     tasks = task_timings(run_dir)
     seen = {(t.host, t.role, t.task): t for t in tasks}
@@ -165,15 +165,7 @@ def test_a_failed_run_still_has_the_timings_of_what_ran(tmp_path: Path) -> None:
     project, roles = _project(tmp_path, fail=True)
     run_dir = new_run_dir(tmp_path / "runs", "t")
     with pytest.raises(DeployError):
-        run_playbook(
-            run_dir=run_dir,
-            project_dir=project,
-            playbook="playbook.yml",
-            roles_path=roles,
-            inventory=INVENTORY,
-            known_hosts=tmp_path / "kh",
-            phase="p",
-        )
+        play(tmp_path, project, roles, run_dir=run_dir)
     assert [(t.task, t.status) for t in task_timings(run_dir)] == [
         ("Write the marker", "changed"),
         ("Check the widget", "failed"),
