@@ -17,6 +17,7 @@ from typing import Any
 import ansible_runner
 import yaml
 
+from metalctl.deploy.timing import task_status
 from metalctl.errors import DeployError
 from metalctl.paths import ensure_private_dir
 
@@ -49,14 +50,6 @@ class _Failure:
     role: str
     task: str
     message: str
-
-
-_STATUS = {
-    "runner_on_ok": "ok",
-    "runner_on_failed": "failed",
-    "runner_on_unreachable": "unreachable",
-    "runner_on_skipped": "skipped",
-}
 
 
 def new_run_dir(runs: Path, label: str) -> Path:
@@ -96,10 +89,8 @@ def run_playbook(
         if kind == "playbook_on_stats":
             result.changed = dict(data.get("changed") or {})
             result.ok = dict(data.get("ok") or {})
-        status = _STATUS.get(kind)
-        if status and data.get("host"):
-            if status == "ok" and (data.get("res") or {}).get("changed"):
-                status = "changed"
+        status = task_status(event)
+        if status:
             task_event = TaskEvent(data["host"], data.get("role", ""), data.get("task", ""), status)
             if status in ("failed", "unreachable") and not data.get("ignore_errors"):
                 failures.append(

@@ -27,6 +27,18 @@ _TASK_END = {
 }
 
 
+def task_status(event: dict[str, Any]) -> str | None:
+    """ok | changed | failed | unreachable | skipped for an ansible-runner event that ends
+    a task on a host; None for every other event (also read by the runner's progress)."""
+    status = _TASK_END.get(event.get("event", ""))
+    data = event.get("event_data") or {}
+    if status is None or not data.get("host"):
+        return None
+    if status == "ok" and (data.get("res") or {}).get("changed"):
+        return "changed"
+    return status
+
+
 @dataclass(frozen=True)
 class TaskTiming:
     host: str
@@ -98,12 +110,10 @@ def task_timings(run_dir: Path) -> list[TaskTiming]:
             event = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # a file ansible-runner was writing when the run was killed
-        status = _TASK_END.get(event.get("event", ""))
-        data = event.get("event_data") or {}
-        if status is None or not data.get("host"):
+        status = task_status(event)
+        if status is None:
             continue
-        if status == "ok" and (data.get("res") or {}).get("changed"):
-            status = "changed"
+        data = event["event_data"]
         timing = TaskTiming(
             host=data["host"],
             role=data.get("role") or "",
