@@ -75,8 +75,9 @@ def lab_group() -> None:
 @click.option(
     "--offline",
     is_flag=True,
-    help="Give the nodes no route out (an internal Docker network: no NAT, no default "
-    "route), as in an air-gapped rack. Needs --preload: the nodes cannot fetch packages.",
+    help="Give the nodes no route out (an internal Docker network: no NAT, and Docker "
+    "drops whatever would leave the lab's subnet), as in an air-gapped rack. Needs "
+    "--preload: the nodes cannot fetch packages.",
 )
 @OUTPUT_OPTION
 def lab_up_cmd(

@@ -469,7 +469,8 @@ def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> s
         network_name(lab),
         driver="bridge",
         ipam=ipam,
-        # internal: no masquerading and no default route in the nodes; the host still
+        # internal: no masquerading, and Docker drops whatever would leave the subnet (the
+        # nodes keep a default route to the bridge, which goes nowhere further); the host still
         # reaches them on the bridge's address.
         internal=shape.offline,
         labels=_labels(lab, **shape.labels()),
