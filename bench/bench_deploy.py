@@ -1,16 +1,22 @@
 """`metalctl deploy swarm` wall time on 1, 3 and 6 nodes (fresh lab each run), the 6/1 ratio,
 the idempotent re-run time, and the peak RSS of the metalctl process during a deploy.
 
-With --preload: labs made with `lab up --preload swarm --offline` (packages in the image,
-no route out of the lab network).
+--mode says how the nodes get the workload's packages:
+  nat         apt inside each node, from Debian's archive through Docker's NAT (default)
+  preload     `lab up --preload swarm --offline`: in the image, no route out
+  cache-warm  `lab up --package-cache --offline` after `metalctl cache fill`: apt through
+              the admin host's package cache, which has every package already
+  cache-cold  the same with the host-wide cache emptied before each lab: the first node's
+              apt makes the cache fetch from the archive, the others read what it fetched
 
-Usage: python bench/bench_deploy.py [--runs 3] [--sizes 1,3,6] [--preload]
+Usage: python bench/bench_deploy.py [--runs 3] [--sizes 1,3,6] [--mode nat]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 from _common import fmt, median, private_home, run
 
@@ -20,10 +26,31 @@ ROLES: dict[int, list[dict[str, object]]] = {}
 
 
 LAB_FLAGS: tuple[str, ...] = ()
+MODES = {
+    "nat": ((), "packages installed by apt inside the nodes, through NAT"),
+    "preload": (("--preload", "swarm", "--offline"), "preloaded image, no route out"),
+    "cache-warm": (
+        ("--package-cache", "--offline"),
+        "apt through the package cache, filled ahead; no route out",
+    ),
+    "cache-cold": (
+        ("--package-cache", "--offline"),
+        "apt through the package cache, emptied before each lab; no route out",
+    ),
+}
+MODE = "nat"
+
+
+def _empty_cache() -> None:
+    from metalctl.provisioners.lab_cache import packages_dir
+
+    shutil.rmtree(packages_dir(), ignore_errors=True)
 
 
 def one(home, name: str, nodes: int) -> tuple[float, float, float, float]:  # type: ignore[no-untyped-def]
     managers = 3 if nodes >= 3 else 1
+    if MODE == "cache-cold":
+        _empty_cache()
     run(
         home, "lab", "up", "--name", name, "--nodes", str(nodes), "--managers", str(managers),
         *LAB_FLAGS,
@@ -56,12 +83,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="1,3,6")
-    ap.add_argument("--preload", action="store_true", help="lab up --preload swarm --offline")
+    ap.add_argument("--mode", choices=sorted(MODES), default="nat")
     args = ap.parse_args()
-    global LAB_FLAGS
-    LAB_FLAGS = ("--preload", "swarm", "--offline") if args.preload else ()
+    global LAB_FLAGS, MODE
+    MODE = args.mode
+    LAB_FLAGS, how = MODES[MODE]
     sizes = [int(s) for s in args.sizes.split(",")]
     home = private_home()
+    if MODE == "cache-warm":
+        filled = run(home, "cache", "fill", "--workload", "swarm")
+        print(f"  cache fill: {filled.seconds:.1f}s", flush=True)
     results: dict[int, tuple[list[float], list[float], list[float]]] = {}
     for n in sizes:
         firsts, agains, rss = [], [], []
@@ -76,11 +107,6 @@ def main() -> None:
                 flush=True,
             )
         results[n] = (firsts, agains, rss)
-    how = (
-        "preloaded image, no route out"
-        if args.preload
-        else "packages installed by apt inside the nodes, through NAT"
-    )
     print(f"\ndeploy swarm (fresh lab nodes; {how})")
     for n, (firsts, agains, rss) in results.items():
         print(

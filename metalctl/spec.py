@@ -177,6 +177,17 @@ def _check_http_url(value: str) -> str:
         ) from None
 
 
+def _check_apt_proxy(value: str) -> str:
+    """apt's HTTP proxy: http://HOST[:PORT], nothing else (it is written into apt.conf)."""
+    match = re.fullmatch(r"http://([A-Za-z0-9.-]{1,253})(?::(\d{1,5}))?/?", value)
+    if match and (match[2] is None or 1 <= int(match[2]) <= 65535):
+        return value
+    raise ValueError(
+        f"{_quote(value)} is not an apt proxy URL: give http://HOST:PORT (a host name or "
+        "IPv4 address, e.g. http://10.10.0.1:3142, the admin host's package cache)"
+    )
+
+
 def _check_secret_path(value: str) -> str:
     if not value.startswith("/") or "\0" in value or len(value) > 4096:
         raise ValueError(
@@ -325,6 +336,16 @@ class Pxe(_Model):
     installer: Installer | None = None
 
 
+class Packages(_Model):
+    """Where the nodes' package manager gets packages: through the admin host's package
+    cache (``lab up --package-cache`` fills this in), for nodes with no route out."""
+
+    # apt's HTTP proxy on every Debian node (written to /etc/apt/apt.conf.d by ready_state).
+    apt_proxy: Annotated[str, AfterValidator(_check_apt_proxy)] | None = Field(
+        None, alias="aptProxy"
+    )
+
+
 class Swarm(_Model):
     master: str
     managers: list[str] = Field(max_length=MAX_NODES)
@@ -361,6 +382,7 @@ class ClusterBody(_Model):
     swarm: Swarm
     consul: Consul
     pxe: Pxe | None = None
+    packages: Packages | None = None
     ironic: Ironic | None = None
     # The OS image of every node that names none of its own (ironic).
     image: Image | None = None

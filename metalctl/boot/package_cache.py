@@ -21,9 +21,12 @@ directories, no UNIX socket. It listens on ADDRESS:PORT only.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -83,13 +86,20 @@ def proxy_url(address: IPv4Address, port: int = DEFAULT_PORT) -> str:
 
 @dataclass(frozen=True)
 class CacheLayout:
-    """STATE_DIR/apt-cacher-ng/: conf/acng.conf, cache/, log/, apt-cacher-ng.pid."""
+    """STATE_DIR/apt-cacher-ng/: conf/acng.conf, cache/, log/, apt-cacher-ng.pid.
+
+    ``shared_cache``: the packages live there instead of under cache/ (container labs
+    share one host-wide cache, ``metalctl cache fill`` fills it). One apt-cacher-ng at a
+    time uses a cache directory: CACHE.lock beside it is held by the running daemon.
+    """
 
     root: Path
+    shared_cache: Path | None = None
 
     @classmethod
-    def under(cls, state_dir: Path) -> CacheLayout:
-        return cls(state_dir.absolute() / DIR_NAME)
+    def under(cls, state_dir: Path, shared_cache: Path | None = None) -> CacheLayout:
+        shared = shared_cache.absolute() if shared_cache else None
+        return cls(state_dir.absolute() / DIR_NAME, shared)
 
     @property
     def conf_dir(self) -> Path:
@@ -101,7 +111,13 @@ class CacheLayout:
 
     @property
     def cache_dir(self) -> Path:
-        return self.root / "cache"
+        return self.shared_cache or self.root / "cache"
+
+    @property
+    def lock_path(self) -> Path:
+        """Held (flock) by the daemon for as long as it runs, so that two daemons never
+        write one cache directory; its text says who holds it."""
+        return self.cache_dir.with_name(self.cache_dir.name + ".lock")
 
     @property
     def log_dir(self) -> Path:
@@ -128,7 +144,7 @@ class CacheLayout:
 
 def render_config(layout: CacheLayout, address: IPv4Address, port: int) -> str:
     lines = [
-        "# Written by metalctl at every start of `boot serve --package-cache`: edits are lost.",
+        "# Written by metalctl at every start of its package cache: edits are lost.",
         f"CacheDir: {layout.cache_dir}",
         f"LogDir: {layout.log_dir}",
         f"SupportDir: {SUPPORT_DIR}",
@@ -153,13 +169,22 @@ def render_config(layout: CacheLayout, address: IPv4Address, port: int) -> str:
 class PackageCache:
     """apt-cacher-ng on ``address``:``port`` with its state in STATE_DIR/apt-cacher-ng."""
 
-    def __init__(self, state_dir: Path, address: IPv4Address, port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        address: IPv4Address,
+        port: int = DEFAULT_PORT,
+        *,
+        shared_cache: Path | None = None,
+        owner: str = "metalctl boot serve",
+    ) -> None:
         if not 1 <= port <= MAX_PORT:
             raise UsageError(
                 f"package cache port {port} is out of range: apt-cacher-ng listens on "
                 f"1-{MAX_PORT} only"
             )
-        self.layout = CacheLayout.under(state_dir)
+        self.layout = CacheLayout.under(state_dir, shared_cache)
+        self.owner = owner  # said to whoever finds the cache directory in use
         self.address = address
         self.port = port
         self._proc: subprocess.Popen[bytes] | None = None
@@ -197,8 +222,13 @@ class PackageCache:
         for path in (self.layout.error_log, self.layout.out_log, self.layout.transfer_log):
             _rotate(path)
             self._log_starts[path] = _size(path)
-        with self.layout.out_log.open("ab") as out:
-            self._proc = _spawn(binary, self.layout.conf_dir, out, account)
+        lock_fd = _take_lock(self.layout.lock_path, self.owner)
+        try:
+            with self.layout.out_log.open("ab") as out:
+                # The daemon inherits the lock: it is held exactly as long as the daemon runs.
+                self._proc = _spawn(binary, self.layout.conf_dir, out, account, lock_fd)
+        finally:
+            os.close(lock_fd)
         self.layout.pid_path.write_text(f"{self._proc.pid}\n")
         try:
             self._wait_ready(ready_seconds)
@@ -214,6 +244,14 @@ class PackageCache:
             return
         end_process(proc, seconds)
         self.layout.pid_path.unlink(missing_ok=True)
+
+    def detach(self) -> int:
+        """Leave the daemon running after this process exits (a container lab's cache
+        outlives 'lab up'); ``stop_detached`` ends it. Returns its pid."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            raise HostSetupError("apt-cacher-ng is not running: nothing to leave running")
+        return proc.pid
 
     def log_tail(self, lines: int = 8) -> str:
         """The last lines this run wrote to its error log and its stdout/stderr."""
@@ -237,7 +275,7 @@ class PackageCache:
         layout.config_path.write_text(render_config(layout, self.address, self.port))
         layout.config_path.chmod(0o644)
         for directory in (layout.cache_dir, layout.log_dir):
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o750)
             if account is not None and directory.stat().st_uid != account.pw_uid:
                 # The daemon writes here only: it owns what is below too (a cache filled by
@@ -245,7 +283,8 @@ class PackageCache:
                 for path in (directory, *directory.rglob("*")):
                     os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
         if account is not None:
-            _check_enterable(layout.root, account)
+            for directory in {layout.root, layout.cache_dir}:
+                _check_enterable(directory, account)
 
     def _wait_ready(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -290,6 +329,49 @@ class PackageCache:
         self.stop()
 
 
+def running_pid(layout: CacheLayout) -> int | None:
+    """The pid of the apt-cacher-ng running with this layout's config, if one runs."""
+    try:
+        pid = int(layout.pid_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _is_our_cache(pid, layout.conf_dir) else None
+
+
+def stop_detached(layout: CacheLayout, seconds: float = STOP_SECONDS) -> bool:
+    """End a detached daemon (SIGTERM, then SIGKILL after ``seconds``); True if one ran.
+    It is not our child: its end is seen in /proc (a zombie has no command line)."""
+    pid = running_pid(layout)
+    if pid is not None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and _is_our_cache(pid, layout.conf_dir):
+                time.sleep(_POLL)
+            if not _is_our_cache(pid, layout.conf_dir):
+                break
+    layout.pid_path.unlink(missing_ok=True)
+    return pid is not None
+
+
+def _take_lock(path: Path, owner: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise ConflictError(
+            f"the package cache {path.with_suffix('')} is in use by {holder}",
+            hint="one apt-cacher-ng at a time uses a cache directory: stop that one first "
+            "(for a lab: 'metalctl lab down --name LAB')",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{owner} (pid {os.getpid()} started it)\n".encode(), 0)
+    return fd
+
+
 def _account() -> pwd.struct_passwd | None:
     """The account to run as: apt-cacher-ng's own when we are root, else ourselves (None)."""
     if os.geteuid() != 0:
@@ -304,7 +386,11 @@ def _account() -> pwd.struct_passwd | None:
 
 
 def _spawn(
-    binary: str, conf_dir: Path, out: IO[bytes], account: pwd.struct_passwd | None
+    binary: str,
+    conf_dir: Path,
+    out: IO[bytes],
+    account: pwd.struct_passwd | None,
+    lock_fd: int,
 ) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
@@ -314,6 +400,7 @@ def _spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            pass_fds=(lock_fd,),
             cwd="/",
             user=account.pw_uid if account else None,
             group=account.pw_gid if account else None,
@@ -376,3 +463,41 @@ def _rotate(log_path: Path) -> None:
             log_path.replace(log_path.with_name(log_path.name + ".1"))
     except FileNotFoundError:
         pass
+
+
+@dataclass(frozen=True)
+class Transfers:
+    """What a transfer log says since some offset: fetched from the archive (I) and sent to
+    clients (O); ``fetched_debs`` counts the packages that were not in the cache yet."""
+
+    fetched_files: int = 0
+    fetched_bytes: int = 0
+    fetched_debs: int = 0
+    served_files: int = 0
+    served_bytes: int = 0
+
+
+def read_transfers(log: Path, start: int = 0) -> Transfers:
+    """Totals of the transfer log's ``time|I|bytes|client|path`` lines from byte ``start``."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return Transfers()
+    counts = {"I": [0, 0, 0], "O": [0, 0, 0]}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 5 or fields[1] not in counts or not fields[2].isdigit():
+            continue
+        tally = counts[fields[1]]
+        tally[0] += 1
+        tally[1] += int(fields[2])
+        tally[2] += fields[-1].endswith(".deb")
+    fetched, served = counts["I"], counts["O"]
+    return Transfers(fetched[0], fetched[1], fetched[2], served[0], served[1])
+
+
+def log_size(path: Path) -> int:
+    """Where a transfer log ends now: read_transfers(path, log_size(path)) later = what came since."""
+    return _size(path)

@@ -20,6 +20,7 @@ import click
 
 from metalctl import __version__
 from metalctl.cli.boot import boot_group
+from metalctl.cli.cache import cache_group
 from metalctl.cli.deploy import deploy_group
 from metalctl.cli.events import events_cmd
 from metalctl.cli.image import image_group
@@ -61,6 +62,7 @@ cli.add_command(power_cmd)
 cli.add_command(release_cmd)
 cli.add_command(machines_group)
 cli.add_command(boot_group)
+cli.add_command(cache_group)
 cli.add_command(image_group)
 
 

@@ -77,7 +77,14 @@ def lab_group() -> None:
     is_flag=True,
     help="Give the nodes no route out (an internal Docker network: no NAT, and Docker "
     "drops whatever would leave the lab's subnet), as in an air-gapped rack. Needs "
-    "--preload: the nodes cannot fetch packages.",
+    "--preload or --package-cache: the nodes cannot fetch packages themselves.",
+)
+@click.option(
+    "--package-cache",
+    is_flag=True,
+    help="Run the admin host's package cache (apt-cacher-ng, Debian's archive only) on the "
+    "lab's bridge and point the nodes' apt at it: the first node fetches, the others read. "
+    "The cache is host-wide and outlives the lab; 'metalctl cache fill' fills it ahead.",
 )
 @OUTPUT_OPTION
 def lab_up_cmd(
@@ -91,6 +98,7 @@ def lab_up_cmd(
     consul_servers: int | None,
     preload: str | None,
     offline: bool,
+    package_cache: bool,
     output: str,
 ) -> None:
     """Create a lab of ready nodes and write its cluster spec. Re-running is harmless.
@@ -104,15 +112,16 @@ def lab_up_cmd(
     progress = ConsoleProgress()
     if vagrant and vms is None:
         raise click.UsageError("--vagrant needs --vms K (how many VMs Vagrant makes)")
-    if vms is not None and (preload or offline):
+    if vms is not None and (preload or offline or package_cache):
         raise click.UsageError(
-            "--preload and --offline are for container labs; a VM lab has no route out "
-            "already, and its Debian 12 image carries Docker"
+            "--preload, --offline and --package-cache are for container labs; a VM lab has "
+            "no route out already, its boot service runs the package cache, and its Debian "
+            "12 image carries Docker"
         )
-    if offline and not preload:
+    if offline and not (preload or package_cache):
         raise click.UsageError(
-            "--offline needs --preload WORKLOAD: nodes with no route out cannot download "
-            "the workload's packages"
+            "--offline needs --preload WORKLOAD or --package-cache: nodes with no route out "
+            "cannot download the workload's packages themselves"
         )
     if vms is not None:
         driver = "vagrant" if vagrant else "qemu"
@@ -130,7 +139,7 @@ def lab_up_cmd(
         consul_servers,
         progress=progress.message,
         check=load_workload(DEFAULT_WORKLOAD).check,
-        shape=lab.LabShape(_preload(preload), offline),
+        shape=lab.LabShape(_preload(preload), offline, package_cache),
     )
     rows = [
         {

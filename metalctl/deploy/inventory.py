@@ -35,7 +35,7 @@ def render_inventory(
 ) -> dict[str, Any]:
     """``retired`` nodes are left out whole: a play must not, e.g., re-create the Consul
     token that 'nodes remove' revoked."""
-    sw, cs = spec.spec.swarm, spec.spec.consul
+    sw, cs, packages = spec.spec.swarm, spec.spec.consul, spec.spec.packages
     wanted = [n for n in spec.nodes if n.name not in retired and (limit is None or n.name in limit)]
     hosts: dict[str, Any] = {}
     for node in wanted:
@@ -63,6 +63,7 @@ def render_inventory(
     group_vars: dict[str, Any] = {
         "ready_state_hosts": [{"name": n.name, "address": n.address} for n in spec.nodes],
         "ready_state_timezone": "UTC",
+        "ready_state_apt_proxy": packages.apt_proxy if packages and packages.apt_proxy else "",
         "docker_api_port": sw.docker_api_port,
         # dockerd accepts clients of the admin client CA only (never node certificates);
         # its API is checked from here with the admin client certificate.

@@ -34,7 +34,7 @@ from metalctl.errors import (
     UsageError,
 )
 from metalctl.paths import ClusterPaths, metalctl_home, write_public
-from metalctl.provisioners import lab_image
+from metalctl.provisioners import lab_cache, lab_image
 from metalctl.provisioners.base import Capabilities, PowerAction, Provisioner, Say, ssh_banner
 from metalctl.provisioners.lab_engine import engine_client
 from metalctl.spec import API_VERSION, ClusterSpec, Node, parse_spec
@@ -49,6 +49,7 @@ HOME_LABEL = "metalctl.home"
 # On the lab's network: how its nodes were made, so that 'nodes add' makes the same kind.
 OFFLINE_LABEL = "metalctl.offline"  # "1": an internal network, no route out
 PRELOAD_LABEL = "metalctl.preload"  # "WORKLOAD:pkg,pkg": the image's preloaded packages
+CACHE_LABEL = "metalctl.package-cache"  # "1": apt goes through the admin host's cache
 FIRST_HOST = 11  # node i gets .(10+i); .1 is the bridge, i.e. the admin host
 SUBNET_POOL = ipaddress.IPv4Network("172.30.0.0/16")
 SSH_WAIT_SECONDS = 120.0
@@ -156,7 +157,8 @@ def lab_up(
     image = lab_image.ensure_image(progress=say, preload=shape.preload)
     with _docker_refusals(f"lab up {name}"):
         subnet = _ensure_network(client, name, shape)
-        spec = lab_spec(name, nodes, managers, consul_servers, subnet, check)
+        proxy = _ensure_cache(client, name, shape, say)
+        spec = lab_spec(name, nodes, managers, consul_servers, subnet, check, apt_proxy=proxy)
         _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
     paths = ClusterPaths.for_cluster(name)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,7 @@ def lab_add_node(
     shape = _network_shape(client, spec.name)
     image = lab_image.ensure_image(progress=say, preload=shape.preload)
     subnet = _ensure_network(client, spec.name, shape)
+    _ensure_cache(client, spec.name, shape, say)  # gone after a host reboot, say
     known = {n.name for n in store.list_nodes(spec.name)} | {n.name for n in spec.nodes}
     if name is not None and name in known:
         raise ConflictError(
@@ -256,8 +259,10 @@ def lab_spec(
     consul_servers: int | None,
     subnet: str,
     check: SpecCheck | None = None,
+    apt_proxy: str | None = None,
 ) -> ClusterSpec:
-    """The cluster spec of a lab: node i is NAME-i at .(10+i) of the lab subnet."""
+    """The cluster spec of a lab: node i is NAME-i at .(10+i) of the lab subnet;
+    ``apt_proxy``: the lab's package cache, which the nodes' apt then uses."""
     if not 1 <= nodes <= 200:
         raise UsageError(f"--nodes must be between 1 and 200, got {nodes}")
     if managers > nodes:
@@ -278,6 +283,7 @@ def lab_spec(
             ],
             "swarm": {"master": names[0], "managers": names[:managers]},
             "consul": {"servers": names[:servers]},
+            **({"packages": {"aptProxy": apt_proxy}} if apt_proxy else {}),
         },
     }
     try:
@@ -382,6 +388,9 @@ def lab_down(store: Store, name: str, progress: Progress | None = None) -> LabDo
             removed.append(f"volume {v.name}")
     for n in client.networks.list(filters=selector):
         if not _other_home(n.attrs.get("Labels")):
+            if lab_cache.stop(n.id):
+                say(f"stopped the package cache on {n.name}")
+                removed.append(f"package cache of {n.name}")
             n.remove()
             removed.append(f"network {n.name}")
     if name in {c.name for c in store.list_clusters()}:
@@ -416,9 +425,12 @@ class LabShape:
 
     preload: lab_image.Preload | None = None
     offline: bool = False
+    package_cache: bool = False
 
     def labels(self) -> dict[str, str]:
         out = {OFFLINE_LABEL: "1" if self.offline else "0"}
+        if self.package_cache:
+            out[CACHE_LABEL] = "1"
         if self.preload:
             out[PRELOAD_LABEL] = f"{self.preload.workload}:{','.join(self.preload.packages)}"
         return out
@@ -426,6 +438,8 @@ class LabShape:
     def describe(self) -> str:
         parts = [f"preloaded with {self.preload.workload}" if self.preload else "not preloaded"]
         parts.append("no route out" if self.offline else "NAT to the outside")
+        if self.package_cache:
+            parts.append("apt through the admin host's package cache")
         return ", ".join(parts)
 
     @classmethod
@@ -434,7 +448,7 @@ class LabShape:
         if labels.get(PRELOAD_LABEL):
             workload, _, packages = labels[PRELOAD_LABEL].partition(":")
             preload = lab_image.Preload(workload, tuple(p for p in packages.split(",") if p))
-        return cls(preload, labels.get(OFFLINE_LABEL) == "1")
+        return cls(preload, labels.get(OFFLINE_LABEL) == "1", labels.get(CACHE_LABEL) == "1")
 
 
 def _network_shape(client: docker.DockerClient, lab: str) -> LabShape:
@@ -460,10 +474,10 @@ def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> s
             raise ConflictError(
                 f"lab {lab} exists, {made.describe()}; this asks for {shape.describe()}",
                 hint=f"'metalctl lab down --name {lab}' first, or repeat the flags it was "
-                "made with (--preload, --offline)",
+                "made with (--preload, --offline, --package-cache)",
             )
         return str(net.attrs["IPAM"]["Config"][0]["Subnet"])
-    subnet = _free_subnet(client)
+    subnet = free_subnet(client)
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
     client.networks.create(
         network_name(lab),
@@ -478,7 +492,17 @@ def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> s
     return str(subnet)
 
 
-def _free_subnet(client: docker.DockerClient) -> ipaddress.IPv4Network:
+def _ensure_cache(
+    client: docker.DockerClient, lab: str, shape: LabShape, say: Progress
+) -> str | None:
+    """The lab's package cache running on its bridge: the URL for the nodes' apt."""
+    if not shape.package_cache:
+        return None
+    net = client.networks.get(network_name(lab))
+    return lab_cache.ensure_running(lab, net.id, net.attrs["IPAM"]["Config"][0]["Subnet"], say)
+
+
+def free_subnet(client: docker.DockerClient) -> ipaddress.IPv4Network:
     """First /24 of 172.30.0.0/16 that no Docker network and no host route uses."""
     used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for net in client.networks.list():

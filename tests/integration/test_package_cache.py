@@ -24,8 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from metalctl.boot.package_cache import MAX_PORT, CacheLayout, PackageCache, render_config
-from metalctl.errors import HostSetupError, UsageError
+from metalctl.boot.package_cache import (
+    MAX_PORT,
+    CacheLayout,
+    PackageCache,
+    Transfers,
+    read_transfers,
+    render_config,
+    running_pid,
+    stop_detached,
+)
+from metalctl.errors import ConflictError, HostSetupError, UsageError
 
 LOOPBACK = IPv4Address("127.0.0.1")
 RELEASE = "http://deb.debian.org/debian/dists/bookworm/Release"
@@ -263,3 +272,64 @@ def test_fetches_from_debians_archive_and_serves_again_from_the_cache(
     assert status == 200 and second == first
     assert wait_transfers(cache, path, "O", 2) == 2  # sent twice
     assert transfers(cache, path, "I") == 1  # ... but fetched once: the second was a hit
+
+
+# --- one host-wide cache directory, shared by container labs -----------------------------
+
+
+def test_one_daemon_at_a_time_uses_a_shared_cache_directory(state_dir: Path) -> None:
+    """Two labs' caches on one package directory would corrupt it: the second is refused,
+    naming the first, until the first stops."""
+    shared = state_dir.parent / "packages"
+    first = PackageCache(
+        state_dir / "a", LOOPBACK, _free_port(), shared_cache=shared, owner="lab a"
+    )
+    second = PackageCache(
+        state_dir / "b", LOOPBACK, _free_port(), shared_cache=shared, owner="lab b"
+    )
+    with first:
+        assert first.layout.cache_dir == shared.absolute()
+        with pytest.raises(ConflictError) as caught:
+            second.start()
+        assert "in use by lab a" in caught.value.message
+        assert not second.alive()
+    with second:  # the lock went with the first daemon
+        assert second.alive()
+
+
+def test_a_detached_cache_outlives_its_starter_and_stops_by_its_pid_file(state_dir: Path) -> None:
+    port = _free_port()
+    started = PackageCache(state_dir, LOOPBACK, port, shared_cache=state_dir.parent / "pk")
+    started.start()
+    pid = started.detach()
+    layout = started.layout
+    try:
+        started.stop()  # no longer this object's: does nothing
+        assert running_pid(layout) == pid
+        assert listeners(port) == ["0100007F"]
+    finally:
+        assert stop_detached(layout) is True
+    assert running_pid(layout) is None
+    assert listeners(port) == []
+    assert not layout.pid_path.exists()
+    assert stop_detached(layout) is False  # nothing left to stop
+    # And the lock went with it: a new daemon may use the directory.
+    with PackageCache(state_dir, LOOPBACK, _free_port(), shared_cache=state_dir.parent / "pk"):
+        pass
+
+
+def test_transfer_totals_count_fetched_packages_apart(tmp_path: Path) -> None:
+    log = tmp_path / "apt-cacher.log"
+    log.write_text(
+        "1700000000|I|1000|10.0.0.5|debrep/dists/bookworm/InRelease\n"
+        "1700000001|I|5000|10.0.0.5|debrep/pool/main/t/tzdata/tzdata_2024a_all.deb\n"
+        "1700000001|O|5000|10.0.0.5|debrep/pool/main/t/tzdata/tzdata_2024a_all.deb\n"
+        "1700000002|O|7|10.0.0.6|debrep/pool/main/t/tzdata/tzdata_2024a_all.deb\n"
+        "garbage line\n"
+    )
+    assert read_transfers(log) == Transfers(2, 6000, 1, 2, 5007)
+    offset = len(log.read_bytes())
+    with log.open("a") as fh:
+        fh.write("1700000003|O|9|10.0.0.7|debrep/dists/bookworm/InRelease\n")
+    assert read_transfers(log, offset) == Transfers(0, 0, 0, 1, 9)
+    assert read_transfers(tmp_path / "missing.log") == Transfers()

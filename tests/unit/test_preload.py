@@ -62,6 +62,8 @@ def test_the_lab_shape_survives_the_network_labels() -> None:
         LabShape(),
         LabShape(Preload("swarm", ("docker.io", "tzdata")), offline=True),
         LabShape(Preload("swarm", ("docker.io",)), offline=False),
+        LabShape(offline=True, package_cache=True),
+        LabShape(Preload("swarm", ("docker.io",)), package_cache=True),
     ):
         assert LabShape.from_labels(shape.labels()) == shape
     # A lab made before the flags existed has neither label: a plain lab.
@@ -71,9 +73,10 @@ def test_the_lab_shape_survives_the_network_labels() -> None:
 @pytest.mark.parametrize(
     ("args", "code", "text"),
     [
-        (("--offline",), 2, "--offline needs --preload"),
+        (("--offline",), 2, "--offline needs --preload WORKLOAD or --package-cache"),
         (("--preload", "nosuch"), 4, "no workload named 'nosuch'"),
         (("--vms", "1", "--preload", "swarm"), 2, "for container labs"),
+        (("--vms", "1", "--package-cache"), 2, "for container labs"),
     ],
 )
 def test_lab_up_refuses_bad_flags_before_making_anything(
