@@ -344,6 +344,16 @@ class Packages(_Model):
     apt_proxy: Annotated[str, AfterValidator(_check_apt_proxy)] | None = Field(
         None, alias="aptProxy"
     )
+    # EL 9 nodes: a mirror of the distribution's 9 tree (BaseOS/ and AppStream/ under it,
+    # e.g. http://mirror.example/rocky/9); the roles' dnf then uses it and nothing else.
+    el_mirror: Annotated[str, AfterValidator(_check_http_url)] | None = Field(
+        None, alias="elMirror"
+    )
+    # EL 9 nodes: a mirror of https://download.docker.com/linux/centos (its
+    # 9/x86_64/stable/ and gpg under it), for Docker CE. Needs elMirror (its dependencies).
+    docker_ce_mirror: Annotated[str, AfterValidator(_check_http_url)] | None = Field(
+        None, alias="dockerCeMirror"
+    )
 
 
 class Swarm(_Model):
@@ -666,7 +676,21 @@ def check_rules(spec: ClusterSpec) -> list[tuple[str, str]]:
                     f"'{node.name}' is in spec.swarm.managers; remove swarmRole or the listing",
                 )
             )
+    problems += _check_packages(spec)
     return problems + _check_ports(spec) + _check_pxe(spec) + _check_ironic(spec)
+
+
+def _check_packages(spec: ClusterSpec) -> list[tuple[str, str]]:
+    packages = spec.spec.packages
+    if packages and packages.docker_ce_mirror and not packages.el_mirror:
+        return [
+            (
+                "spec.packages.dockerCeMirror",
+                "needs spec.packages.elMirror too: with a Docker CE mirror the roles' dnf uses "
+                "the named mirrors only, and Docker CE's dependencies come from AppStream",
+            )
+        ]
+    return []
 
 
 def _check_ironic(spec: ClusterSpec) -> list[tuple[str, str]]:

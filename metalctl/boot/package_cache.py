@@ -355,7 +355,15 @@ def stop_detached(layout: CacheLayout, seconds: float = STOP_SECONDS) -> bool:
     return pid is not None
 
 
-def _take_lock(path: Path, owner: str) -> int:
+def refuse_if_in_use(layout: CacheLayout) -> None:
+    """ConflictError naming the holder when a daemon uses the layout's cache directory:
+    a check before anything is made (the start takes the lock for real)."""
+    if layout.lock_path.exists():
+        os.close(_take_lock(layout.lock_path, owner=None))
+
+
+def _take_lock(path: Path, owner: str | None) -> int:
+    """Lock ``path`` (flock, not blocking) and write ``owner`` into it; returns the fd."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -367,6 +375,8 @@ def _take_lock(path: Path, owner: str) -> int:
             hint="one apt-cacher-ng at a time uses a cache directory: stop that one first "
             "(for a lab: 'metalctl lab down --name LAB')",
         ) from None
+    if owner is None:
+        return fd
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{owner} (pid {os.getpid()} started it)\n".encode(), 0)
     return fd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from metalctl.cli import views
 from metalctl.cli.common import seconds_option
 from metalctl.cli.format import OUTPUT_OPTION, emit
 from metalctl.cli.progress import ConsoleProgress
@@ -56,7 +57,7 @@ def cache_fill_cmd(workload: str, timeout: float, output: str) -> None:
     ]
     emit(
         output,
-        result,
+        views.cache_fill(result),
         [("", "what"), ("", "value")],
         title=f"cache filled for workload {workload} in {result.seconds:g} s",
         rows=rows,

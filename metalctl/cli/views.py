@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from metalctl.deploy.apply import DeployResult
     from metalctl.deploy.timing import RoleTiming, RunRecord, RunReport, TaskTiming
     from metalctl.deployments import Deployment
+    from metalctl.operations.package_cache import FillResult
     from metalctl.operations.status import Quorum, SwarmStatus
     from metalctl.store import EventRecord, MachineRecord, NodeRecord
 
@@ -106,6 +107,21 @@ def run_report(r: RunReport, *, slowest: list[TaskTiming]) -> dict[str, Any]:
         "roles": [role_timing(x) for x in r.roles],
         "slowest_tasks": [task_timing(t) for t in slowest],
         "tasks": [task_timing(t) for t in r.tasks],
+    }
+
+
+def cache_fill(r: FillResult) -> dict[str, Any]:
+    return {
+        "workload": r.workload,
+        "packages": list(r.packages),
+        "cache_dir": r.cache_dir,
+        "fetched_files": r.fetched_files,
+        "fetched_bytes": r.fetched_bytes,
+        "fetched_debs": r.fetched_debs,
+        "served_files": r.served_files,
+        "served_bytes": r.served_bytes,
+        "cache_bytes": r.cache_bytes,
+        "seconds": r.seconds,
     }
 
 

@@ -35,7 +35,7 @@ def render_inventory(
 ) -> dict[str, Any]:
     """``retired`` nodes are left out whole: a play must not, e.g., re-create the Consul
     token that 'nodes remove' revoked."""
-    sw, cs, packages = spec.spec.swarm, spec.spec.consul, spec.spec.packages
+    sw, cs = spec.spec.swarm, spec.spec.consul
     wanted = [n for n in spec.nodes if n.name not in retired and (limit is None or n.name in limit)]
     hosts: dict[str, Any] = {}
     for node in wanted:
@@ -59,11 +59,11 @@ def render_inventory(
         }
     secrets = secret_paths(paths)
     cas = ca_paths(paths)
+    group_vars: dict[str, Any] = _package_sources(spec)
     by_name = {n.name: n for n in spec.nodes}
-    group_vars: dict[str, Any] = {
+    group_vars |= {
         "ready_state_hosts": [{"name": n.name, "address": n.address} for n in spec.nodes],
         "ready_state_timezone": "UTC",
-        "ready_state_apt_proxy": packages.apt_proxy if packages and packages.apt_proxy else "",
         "docker_api_port": sw.docker_api_port,
         # dockerd accepts clients of the admin client CA only (never node certificates);
         # its API is checked from here with the admin client certificate.
@@ -101,3 +101,26 @@ def render_inventory(
             },
         }
     }
+
+
+# The repository ids ready_state gives spec.packages.elMirror (see its RedHat.yml).
+EL_MIRROR_REPOS = ("metalctl-baseos", "metalctl-appstream")
+
+
+def _package_sources(spec: ClusterSpec) -> dict[str, Any]:
+    """spec.packages as role variables: where apt and dnf get packages."""
+    packages = spec.spec.packages
+    if packages is None:
+        return {"ready_state_apt_proxy": "", "ready_state_el_mirror": ""}
+    out: dict[str, Any] = {
+        "ready_state_apt_proxy": packages.apt_proxy or "",
+        "ready_state_el_mirror": (packages.el_mirror or "").rstrip("/"),
+    }
+    if packages.el_mirror:
+        # Docker CE's own repository stays in: from dockerCeMirror, or from Docker's site.
+        out["docker_dnf_repos"] = [*EL_MIRROR_REPOS, "docker-ce-stable"]
+    if packages.docker_ce_mirror:
+        mirror = packages.docker_ce_mirror.rstrip("/")
+        out["docker_ce_repo_baseurl"] = f"{mirror}/$releasever/$basearch/stable"
+        out["docker_ce_repo_gpgkey"] = f"{mirror}/gpg"
+    return out

@@ -154,6 +154,8 @@ def lab_up(
     lab_spec(name, nodes, managers, consul_servers, "172.30.0.0/24", check)  # flags first
     _refuse_other_shapes(store, name, nodes)
     client = docker_client()
+    if shape.package_cache:  # in use by another lab: refused before anything is made
+        lab_cache.refuse_if_taken(_network_id(client, name))
     image = lab_image.ensure_image(progress=say, preload=shape.preload)
     with _docker_refusals(f"lab up {name}"):
         subnet = _ensure_network(client, name, shape)
@@ -490,6 +492,13 @@ def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> s
         labels=_labels(lab, **shape.labels()),
     )
     return str(subnet)
+
+
+def _network_id(client: docker.DockerClient, lab: str) -> str | None:
+    try:
+        return str(client.networks.get(network_name(lab)).id)
+    except docker.errors.NotFound:
+        return None
 
 
 def _ensure_cache(

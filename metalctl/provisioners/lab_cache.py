@@ -26,6 +26,7 @@ from metalctl.boot.package_cache import (
     CacheLayout,
     PackageCache,
     proxy_url,
+    refuse_if_in_use,
     running_pid,
     stop_detached,
 )
@@ -54,6 +55,14 @@ def _state_dir(network_id: str) -> Path:
 
 def layout_for(network_id: str) -> CacheLayout:
     return CacheLayout.under(_state_dir(network_id), packages_dir())
+
+
+def refuse_if_taken(network_id: str | None) -> None:
+    """Before a lab is made or completed: ConflictError when another daemon (another lab's,
+    a 'cache fill') uses the package directory. The lab's own running cache is fine."""
+    if network_id is not None and running_pid(layout_for(network_id)) is not None:
+        return
+    refuse_if_in_use(CacheLayout.under(runs_dir(), packages_dir()))
 
 
 def ensure_running(lab: str, network_id: str, subnet: str, say: Progress) -> str:

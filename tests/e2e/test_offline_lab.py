@@ -142,6 +142,21 @@ def test_cached_lab_second_deploy_changes_nothing(cached_lab: Lab) -> None:
     assert json.loads(out.stdout)["changed"] == {n: 0 for n in cached_lab.node_names()}
 
 
+def test_a_second_lab_with_the_cache_is_refused_before_anything_is_made(
+    cached_lab: Lab,
+) -> None:
+    """One daemon at a time uses the host-wide package directory."""
+    other = f"{cached_lab.name}x"
+    proc = cached_lab.metalctl("lab", "up", "--name", other, "--package-cache", check=False)
+    assert proc.returncode == 5, proc.stderr
+    assert f"in use by lab {cached_lab.name}" in proc.stderr
+    made = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", f"name={network_name(other)}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert made.strip() == ""
+
+
 def test_lab_down_stops_the_cache_and_keeps_the_packages(cached_lab: Lab) -> None:
     layout = lab_cache.layout_for(_network(cached_lab)["Id"])
     pid = running_pid(layout)

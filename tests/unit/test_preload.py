@@ -87,3 +87,13 @@ def test_lab_up_refuses_bad_flags_before_making_anything(
     assert proc.returncode == code, proc.stderr
     assert text in proc.stderr
     assert metalctl("nodes", "list", "-o", "json", home=home).stdout.strip() == "[]"
+
+
+def test_cache_fill_refuses_an_unknown_workload_before_touching_docker(tmp_path: Path) -> None:
+    proc = metalctl(
+        "cache", "fill", "--workload", "nosuch", home=tmp_path / "home",
+        DOCKER_HOST="unix:///nonexistent.sock", METALCTL_CACHE=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stderr
+    assert "no workload named 'nosuch'" in proc.stderr
+    assert not (tmp_path / "cache").exists()
