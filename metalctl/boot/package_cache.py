@@ -115,9 +115,7 @@ class CacheLayout:
 
     @property
     def lock_path(self) -> Path:
-        """Held (flock) by the daemon for as long as it runs, so that two daemons never
-        write one cache directory; its text says who holds it."""
-        return self.cache_dir.with_name(self.cache_dir.name + ".lock")
+        return lock_path(self.cache_dir)
 
     @property
     def log_dir(self) -> Path:
@@ -305,11 +303,8 @@ class PackageCache:
         )
 
     def _refuse_leftover(self) -> None:
-        try:
-            pid = int(self.layout.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return
-        if _is_our_cache(pid, self.layout.conf_dir):
+        pid = running_pid(self.layout)
+        if pid is not None:
             raise ConflictError(
                 f"an apt-cacher-ng started by an earlier 'metalctl boot serve' still runs "
                 f"(pid {pid}, config {self.layout.conf_dir})",
@@ -355,11 +350,17 @@ def stop_detached(layout: CacheLayout, seconds: float = STOP_SECONDS) -> bool:
     return pid is not None
 
 
-def refuse_if_in_use(layout: CacheLayout) -> None:
-    """ConflictError naming the holder when a daemon uses the layout's cache directory:
-    a check before anything is made (the start takes the lock for real)."""
-    if layout.lock_path.exists():
-        os.close(_take_lock(layout.lock_path, owner=None))
+def lock_path(cache_dir: Path) -> Path:
+    """Held (flock) by the daemon for as long as it runs, so that two daemons never write
+    one cache directory; its text says who holds it."""
+    return cache_dir.with_name(cache_dir.name + ".lock")
+
+
+def refuse_if_in_use(cache_dir: Path) -> None:
+    """ConflictError naming the holder when a daemon uses ``cache_dir``: a check before
+    anything is made (the start takes the lock for real)."""
+    if lock_path(cache_dir).exists():
+        os.close(_take_lock(lock_path(cache_dir), owner=None))
 
 
 def _take_lock(path: Path, owner: str | None) -> int:

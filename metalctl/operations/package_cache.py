@@ -18,7 +18,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,6 @@ FILL_TIMEOUT = 900.0
 FILL_LABEL = "metalctl.cache-fill"
 _LOG_TAIL_LINES = 15
 
-Progress = Callable[[str], None]
-
 
 @dataclass(frozen=True)
 class FillResult:
@@ -56,7 +54,7 @@ class FillResult:
 
 
 def fill(
-    workload: str, progress: Progress | None = None, timeout: float = FILL_TIMEOUT
+    workload: str, progress: lab.Progress | None = None, timeout: float = FILL_TIMEOUT
 ) -> FillResult:
     """Download ``workload``'s Debian packages through the host-wide cache; re-running
     fetches only what changed in the archive."""

@@ -158,8 +158,8 @@ def lab_up(
         lab_cache.refuse_if_taken(_network_id(client, name))
     image = lab_image.ensure_image(progress=say, preload=shape.preload)
     with _docker_refusals(f"lab up {name}"):
-        subnet = _ensure_network(client, name, shape)
-        proxy = _ensure_cache(client, name, shape, say)
+        subnet, network_id = _ensure_network(client, name, shape)
+        proxy = _ensure_cache(name, network_id, subnet, shape, say)
         spec = lab_spec(name, nodes, managers, consul_servers, subnet, check, apt_proxy=proxy)
         _start_nodes(client, name, spec.nodes, image, say, ssh_timeout)
     paths = ClusterPaths.for_cluster(name)
@@ -187,8 +187,8 @@ def lab_add_node(
     client = docker_client()
     shape = _network_shape(client, spec.name)
     image = lab_image.ensure_image(progress=say, preload=shape.preload)
-    subnet = _ensure_network(client, spec.name, shape)
-    _ensure_cache(client, spec.name, shape, say)  # gone after a host reboot, say
+    subnet, network_id = _ensure_network(client, spec.name, shape)
+    _ensure_cache(spec.name, network_id, subnet, shape, say)  # gone after a reboot, say
     known = {n.name for n in store.list_nodes(spec.name)} | {n.name for n in spec.nodes}
     if name is not None and name in known:
         raise ConflictError(
@@ -461,7 +461,8 @@ def _network_shape(client: docker.DockerClient, lab: str) -> LabShape:
     return LabShape.from_labels(net.attrs.get("Labels") or {})
 
 
-def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> str:
+def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> tuple[str, str]:
+    """The lab network's subnet and Docker id, the network made if missing."""
     try:
         net = client.networks.get(network_name(lab))
     except docker.errors.NotFound:
@@ -478,10 +479,10 @@ def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> s
                 hint=f"'metalctl lab down --name {lab}' first, or repeat the flags it was "
                 "made with (--preload, --offline, --package-cache)",
             )
-        return str(net.attrs["IPAM"]["Config"][0]["Subnet"])
+        return str(net.attrs["IPAM"]["Config"][0]["Subnet"]), str(net.id)
     subnet = free_subnet(client)
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
-    client.networks.create(
+    created = client.networks.create(
         network_name(lab),
         driver="bridge",
         ipam=ipam,
@@ -491,7 +492,7 @@ def _ensure_network(client: docker.DockerClient, lab: str, shape: LabShape) -> s
         internal=shape.offline,
         labels=_labels(lab, **shape.labels()),
     )
-    return str(subnet)
+    return str(subnet), str(created.id)
 
 
 def _network_id(client: docker.DockerClient, lab: str) -> str | None:
@@ -502,13 +503,12 @@ def _network_id(client: docker.DockerClient, lab: str) -> str | None:
 
 
 def _ensure_cache(
-    client: docker.DockerClient, lab: str, shape: LabShape, say: Progress
+    lab: str, network_id: str, subnet: str, shape: LabShape, say: Progress
 ) -> str | None:
     """The lab's package cache running on its bridge: the URL for the nodes' apt."""
     if not shape.package_cache:
         return None
-    net = client.networks.get(network_name(lab))
-    return lab_cache.ensure_running(lab, net.id, net.attrs["IPAM"]["Config"][0]["Subnet"], say)
+    return lab_cache.ensure_running(lab, network_id, subnet, say)
 
 
 def free_subnet(client: docker.DockerClient) -> ipaddress.IPv4Network:

@@ -17,7 +17,6 @@ name, and readable by the apt-cacher-ng account (a metalctl home may be 0700).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -31,8 +30,7 @@ from metalctl.boot.package_cache import (
     stop_detached,
 )
 from metalctl.images.cache import cache_root
-
-Progress = Callable[[str], None]
+from metalctl.provisioners.base import Say
 
 
 def packages_dir() -> Path:
@@ -62,10 +60,10 @@ def refuse_if_taken(network_id: str | None) -> None:
     a 'cache fill') uses the package directory. The lab's own running cache is fine."""
     if network_id is not None and running_pid(layout_for(network_id)) is not None:
         return
-    refuse_if_in_use(CacheLayout.under(runs_dir(), packages_dir()))
+    refuse_if_in_use(packages_dir())
 
 
-def ensure_running(lab: str, network_id: str, subnet: str, say: Progress) -> str:
+def ensure_running(lab: str, network_id: str, subnet: str, say: Say) -> str:
     """Start the lab's cache unless it runs; returns the URL the nodes' apt uses."""
     address = bridge_address(subnet)
     if running_pid(layout_for(network_id)) is None:
